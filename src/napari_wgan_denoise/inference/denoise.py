@@ -1,0 +1,296 @@
+"""``denoise``: apply a model to an array of any dimensionality and dtype."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import Cancelled
+from ..models.model import DEFAULT_NORMALISATION, DenoiseModel
+from ..models.registry import load_model
+from .devices import resolve_device
+from .normalise import from_network, intensity_range, to_network
+from .tiling import BLEND, count_tiles, round_up, run_tiled
+
+ProgressFn = Callable[[int, int], Any]
+
+DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
+PIXELS_PER_BATCH = {"cpu": 1 << 20, "cuda": 1 << 23, "mps": 1 << 21}
+
+
+@dataclass(frozen=True)
+class AxesPlan:
+    """Where the plane (Y, X) and colour (C) axes of an input are, and which axes lead."""
+
+    axes: str
+    order: tuple[int, ...]  # transpose that puts leading axes first, then Y, X (, C)
+    n_leading: int
+    rgb: bool
+
+
+def as_model(model: DenoiseModel | nn.Module | str) -> DenoiseModel:
+    """Accept a model object, a bare generator network, a registered name or a file path."""
+    if isinstance(model, DenoiseModel):
+        return model
+    if isinstance(model, nn.Module):
+        channels = int(getattr(model, "channels", 1))
+        card = {
+            "name": type(model).__name__,
+            "architecture": "custom",
+            "channels": channels,
+            "normalisation": dict(DEFAULT_NORMALISATION),
+        }
+        return DenoiseModel(network=model, card=card)
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        return load_model(model)
+    raise TypeError(
+        "model must be a DenoiseModel, a torch module, a name or a path, "
+        f"not {type(model).__name__}."
+    )
+
+
+def plan_axes(shape: tuple[int, ...], axes: str | None, channels: int) -> AxesPlan:
+    """Work out the plane and colour axes of an array, from ``axes`` or from its shape.
+
+    Without ``axes`` the last two axes are YX for gray models and the last three YXC for
+    RGB models. With ``axes`` (one letter per axis, e.g. ``"TZYX"``, ``"CYX"``, ``"YXC"``)
+    Y and X must be present; C (or S) is the colour axis of RGB models and an ordinary
+    leading axis (each channel denoised on its own) for gray models.
+    """
+    ndim = len(shape)
+    if axes is None:
+        if channels == 3:
+            if ndim < 3 or shape[-1] != 3:
+                hint = (
+                    " It has 4 values on the last axis: drop the alpha channel (array[..., :3])."
+                    if ndim >= 3 and shape[-1] == 4
+                    else ""
+                )
+                raise ValueError(
+                    f"This model expects RGB images (..., Y, X, 3) but got shape {shape}.{hint} "
+                    "Choose a gray model for single-channel data, or pass axes= if the colour "
+                    "axis is elsewhere."
+                )
+            axes = "Q" * (ndim - 3) + "YXC"
+        else:
+            if ndim >= 3 and shape[-1] in (3, 4) and shape[-2] > 4:
+                raise ValueError(
+                    f"Data of shape {shape} looks like an RGB image (3 or 4 values on the last "
+                    "axis) but this model is single-channel (gray). Choose an RGB model, or pass "
+                    "axes='...YXC' to denoise each channel separately with this gray model."
+                )
+            axes = "Q" * (ndim - 2) + "YX"
+        explicit = False
+    else:
+        explicit = True
+        axes = axes.upper().replace("S", "C")
+        if len(axes) != ndim:
+            raise ValueError(
+                f"axes={axes!r} has {len(axes)} letters but the data has {ndim} axes "
+                f"(shape {shape}); give one letter per axis, e.g. 'TZYX'."
+            )
+        if len(set(axes)) != len(axes) or "Y" not in axes or "X" not in axes:
+            raise ValueError(
+                f"axes={axes!r} must name each axis once and include both 'Y' and 'X'."
+            )
+    y, x = axes.index("Y"), axes.index("X")
+    rgb = channels == 3
+    if rgb:
+        if "C" not in axes:
+            raise ValueError(
+                f"This model expects RGB images but axes={axes!r} has no colour axis "
+                "'C'; choose a gray model or name the colour axis."
+            )
+        c = axes.index("C")
+        if shape[c] != 3:
+            raise ValueError(
+                f"This model expects 3 colour channels but axis 'C' has {shape[c]} "
+                f"(shape {shape}); choose a gray model or select 3 channels."
+            )
+        lead = [i for i in range(ndim) if i not in (y, x, c)]
+        order = (*lead, y, x, c)
+    else:
+        lead = [i for i in range(ndim) if i not in (y, x)]
+        order = (*lead, y, x)
+    if not explicit:
+        axes = axes.replace("Q", "")
+        names = {0: "", 1: "Z", 2: "TZ", 3: "TCZ"}.get(len(lead), "N" * len(lead))
+        axes = names + axes
+    return AxesPlan(axes=axes, order=tuple(order), n_leading=len(lead), rgb=rgb)
+
+
+def _check_values(view: np.ndarray, n_leading: int) -> None:
+    if not np.issubdtype(view.dtype, np.floating):
+        return
+    for index in np.ndindex(*view.shape[:n_leading]):
+        if not np.isfinite(view[index]).all():
+            where = f" in plane {index}" if index else ""
+            raise ValueError(
+                f"The data contains NaN or infinite values{where}. Replace them first, e.g. "
+                "numpy.nan_to_num(data, nan=0.0) or by interpolation, then denoise again."
+            )
+
+
+def _check_input(arr: np.ndarray) -> None:
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise ValueError(
+            f"Cannot denoise data of dtype {arr.dtype}: give integer or floating point intensities."
+        )
+    if arr.size == 0:
+        raise ValueError(f"The data is empty (shape {arr.shape}); load an image with pixels first.")
+    if arr.ndim < 2:
+        raise ValueError(
+            f"Denoising needs images with at least two axes (Y, X); got {arr.ndim}-D "
+            f"data of shape {arr.shape}. Reshape it into an image first."
+        )
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+@torch.inference_mode()
+def denoise(
+    array: Any,
+    model: DenoiseModel | nn.Module | str,
+    *,
+    axes: str | None = None,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    device: str | torch.device = "auto",
+    progress: ProgressFn | None = None,
+    cancel: Any | None = None,
+    batch_size: int | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Denoise an image or stack and return an array of the same shape and dtype.
+
+    ``array`` has YX as its last two axes (YXC for RGB models); leading axes (T, Z, C, ...)
+    are processed plane by plane. ``axes`` overrides that guess (e.g. ``"CYX"``).
+
+    Normalisation, per plane (and over all three colours of an RGB plane together): the
+    intensities ``low`` and ``high`` are mapped to 0 and 1 for the network and the output
+    is mapped back with the same affine map. By default they are the 0.1 and 99.9
+    percentiles of the plane; a model trained on 8-bit data with a fixed scale (its card
+    says ``{"mode": "fixed", "low": 0, "high": 255, "dtypes": ["uint8"]}``) uses that scale
+    for uint8 input; ``value_range=(low, high)`` fixes it explicitly. Integer outputs are
+    rounded and clipped to their dtype's range; float outputs are not clipped.
+
+    Planes are cut into ``tile_size`` tiles (default 512 on CPU, 1024 on CUDA) that share
+    ``overlap`` pixels of context on every side (default: the model's receptive radius plus
+    a blend band), cross-faded and run in batches; the result does not depend on the tile
+    size. ``device`` is ``"auto"`` (cuda, mps, cpu) or an explicit torch device; on running
+    out of memory the batch, then the tile, is halved and the plane retried.
+    ``progress(done, total)`` is called as tiles finish; when ``cancel.is_set()`` becomes
+    true the call stops with :class:`~napari_wgan_denoise.errors.Cancelled`.
+    """
+    dmodel = as_model(model)
+    arr = np.asarray(array)
+    _check_input(arr)
+    plan = plan_axes(arr.shape, axes, dmodel.channels)
+    view = arr.transpose(plan.order)
+    _check_values(view, plan.n_leading)
+
+    dev = resolve_device(device)
+    network = dmodel.network
+    was_training = network.training
+    network.eval()
+    network.to(dev)
+    channels_last = dev.type == "cpu"
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
+    autocast = dev.type == "cuda"
+
+    multiple = int(getattr(network, "size_multiple", 1))
+    radius = int(getattr(network, "receptive_radius", 32))
+    overlap = round_up(radius + BLEND if overlap is None else int(overlap), multiple)
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}.")
+    tile = int(tile_size or DEFAULT_TILE.get(dev.type, 512))
+    if tile < 8:
+        raise ValueError(f"tile_size must be at least 8 pixels, got {tile}.")
+    tile = max(round_up(tile, multiple), 2 * overlap + max(2 * BLEND, multiple))
+
+    height, width = view.shape[plan.n_leading], view.shape[plan.n_leading + 1]
+    leading = view.shape[: plan.n_leading]
+    n_planes = math.prod(leading) if leading else 1
+    out = np.empty_like(arr)
+    out_view = out.transpose(plan.order)
+    normalisation = dmodel.normalisation
+
+    def batch_for(t: int) -> int:
+        if batch_size:
+            return max(1, int(batch_size))
+        return max(1, min(64, PIXELS_PER_BATCH.get(dev.type, 1 << 20) // (t * t)))
+
+    state = {"done": 0, "total": n_planes * count_tiles(height, width, tile, overlap, multiple)}
+
+    def on_batch(n: int) -> None:
+        state["done"] += n
+        if progress is not None:
+            progress(state["done"], state["total"])
+
+    if progress is not None:
+        progress(0, state["total"])
+    batch = batch_for(tile)
+    try:
+        for plane_no, index in enumerate(np.ndindex(*leading)):
+            plane = view[index]
+            lo, hi = intensity_range(plane, normalisation, value_range)
+            x = to_network(plane, lo, hi)
+            x = np.moveaxis(x, -1, 0) if plan.rgb else x[None]
+            x = np.ascontiguousarray(x)
+            done_before = state["done"]
+            while True:
+                try:
+                    y = run_tiled(
+                        network,
+                        x,
+                        tile=tile,
+                        overlap=overlap,
+                        batch_size=batch,
+                        device=dev,
+                        channels_last=channels_last,
+                        autocast=autocast,
+                        on_batch=on_batch,
+                        cancel=cancel,
+                    )
+                    break
+                except Cancelled:
+                    raise
+                except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                    if not _is_oom(exc):
+                        raise
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if batch > 1:
+                        batch //= 2
+                    elif tile // 2 >= 2 * overlap + max(2 * BLEND, multiple):
+                        tile = round_up(tile // 2, multiple)
+                    else:
+                        raise MemoryError(
+                            f"Not enough memory on {dev} to denoise even one {tile}x{tile} tile. "
+                            "Close other programs, use a smaller overlap, or choose another device."
+                        ) from exc
+                    state["done"] = done_before
+                    state["total"] = done_before + (n_planes - plane_no) * count_tiles(
+                        height, width, tile, overlap, multiple
+                    )
+            y = np.moveaxis(y, 0, -1) if plan.rgb else y[0]
+            out_view[index] = from_network(y, lo, hi, arr.dtype)
+    finally:
+        network.train(was_training)
+    return out

@@ -1,0 +1,52 @@
+"""Reading and writing image files for the CLI and batch jobs (no napari needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a TIFF (with tifffile) or a PNG/JPEG/BMP (with scikit-image) into an array."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"Input file {p} does not exist.")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            return tifffile.imread(p)
+        if suffix in IMAGE_SUFFIXES:
+            import skimage.io
+
+            return np.asarray(skimage.io.imread(p))
+    except Exception as exc:  # noqa: BLE001 - report any reader failure with the file name
+        raise ValueError(f"Cannot read image {p}: {exc}") from exc
+    raise ValueError(
+        f"Unsupported image format {suffix!r} for {p}; use one of {', '.join(IMAGE_SUFFIXES)}."
+    )
+
+
+def write_tiff(path: str | os.PathLike[str], data: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write ``data`` as TIFF with its own dtype, atomically; refuse to replace an existing
+    file unless ``overwrite``."""
+    import tifffile
+
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise FileExistsError(f"{p} already exists; pass --overwrite to replace it.")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.partial")
+    rgb = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.dtype == np.uint8
+    try:
+        tifffile.imwrite(tmp, data, photometric="rgb" if rgb else "minisblack")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p

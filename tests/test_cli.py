@@ -1,0 +1,109 @@
+"""The ``wgan-denoise`` command line on real temporary files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.io
+import tifffile
+
+from napari_wgan_denoise import save_model, save_user_model
+from napari_wgan_denoise.cli import main
+
+
+def test_models_lists_user_models(tiny_gray, capsys):
+    save_user_model(tiny_gray, "tiny-cli")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-cli" in out and "srresnet" in out and "user" in out and "gray" in out
+
+
+def test_denoise_tiff_and_png(tiny_gray, tmp_path, rng):
+    model = tmp_path / "m"
+    save_model(tiny_gray, model)
+    stack = (rng.random((2, 40, 40)) * 3000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    png = (rng.random((30, 30)) * 255).astype(np.uint8)
+    skimage.io.imsave(tmp_path / "img.png", png, check_contrast=False)
+    out = tmp_path / "out"
+    argv = [
+        "denoise",
+        str(tmp_path / "stack.tif"),
+        str(tmp_path / "img.png"),
+        "-o",
+        str(out),
+        "--model",
+        str(model) + ".safetensors",
+        "--tile-size",
+        "64",
+        "-q",
+    ]
+    assert main(argv) == 0
+    a = tifffile.imread(out / "stack.tif")
+    b = tifffile.imread(out / "img.tif")
+    assert a.shape == stack.shape and a.dtype == np.uint16
+    assert b.shape == png.shape and b.dtype == np.uint8
+    # never overwrite without --overwrite
+    before = (out / "img.tif").read_bytes()
+    assert main(argv) == 2
+    assert (out / "img.tif").read_bytes() == before
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_denoise_errors_are_clear(tiny_gray, tmp_path, capsys):
+    save_model(tiny_gray, tmp_path / "m")
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "absent.tif"),
+                "-o",
+                str(tmp_path),
+                "--model",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((20, 20, 3), np.uint8))
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "rgb.tif"),
+                "-o",
+                str(tmp_path / "o"),
+                "--model",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 2
+    )
+    assert "single-channel" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "rgb.tif").exists()
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "rgb.tif"),
+                "-o",
+                str(tmp_path / "o"),
+                "--model",
+                "no-such-model",
+            ]
+        )
+        == 2
+    )
+    assert "No model named" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models"]])
+def test_console_script(args):
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_wgan_denoise.cli", *args], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
