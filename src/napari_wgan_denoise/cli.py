@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_denoise)
+
+    from .training.cli import register_cli as register_train
+
+    register_train(sub)
+    try:
+        from .evaluation import register_cli as register_evaluate
+    except ImportError:  # pragma: no cover - evaluation is part of the package
+        pass
+    else:
+        register_evaluate(sub)
     return parser
 
 

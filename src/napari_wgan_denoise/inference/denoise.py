@@ -20,7 +20,7 @@ from .tiling import BLEND, count_tiles, round_up, run_tiled
 
 ProgressFn = Callable[[int, int], Any]
 
-DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
+DEFAULT_TILE = {"cpu": 1024, "cuda": 1024, "mps": 512}
 PIXELS_PER_BATCH = {"cpu": 1 << 20, "cuda": 1 << 23, "mps": 1 << 21}
 
 
@@ -189,7 +189,7 @@ def denoise(
     for uint8 input; ``value_range=(low, high)`` fixes it explicitly. Integer outputs are
     rounded and clipped to their dtype's range; float outputs are not clipped.
 
-    Planes are cut into ``tile_size`` tiles (default 512 on CPU, 1024 on CUDA) that share
+    Planes are cut into ``tile_size`` tiles (default 1024) that share
     ``overlap`` pixels of context on every side (default: the model's receptive radius plus
     a blend band), cross-faded and run in batches; the result does not depend on the tile
     size. ``device`` is ``"auto"`` (cuda, mps, cpu) or an explicit torch device; on running

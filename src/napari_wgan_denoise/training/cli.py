@@ -1,0 +1,188 @@
+"""``wgan-denoise train``: command-line front end of the trainer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .trainer import LOSSES, TrainConfig, TrainState
+
+DATA_KEYS = ("clean", "noisy", "fmd", "noise", "val_fraction", "val_names", "channels", "mix")
+CARD_KEYS = ("modality", "description")
+PATH_KEYS = ("clean", "noisy", "fmd")
+
+
+def parse_kv(text: str | dict | None) -> dict[str, Any]:
+    """Parse ``"n_blocks=16,features=64"`` (or pass a dict through) into a dict."""
+    if text is None or isinstance(text, dict):
+        return dict(text or {})
+    out: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in item:
+            raise ValueError(f"Expected key=value in {text!r}, got {item!r}.")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand to the ``wgan-denoise`` parser."""
+    p = sub.add_parser(
+        "train",
+        help="train a denoiser (ID-MSE or ID-MSE-WGAN)",
+        description="Train a denoiser with Algorithm 1 of seed 000. Options given "
+        "on the command line override those of --config.",
+    )
+    p.add_argument("-o", "--output", help="model path to write (OUT.safetensors + OUT.json)")
+    p.add_argument("--config", help="YAML file with any of the options below (underscored keys)")
+    p.add_argument(
+        "--clean", help="folder of clean images (targets, or the base of synthetic noise)"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--noisy", help="folder of noisy images matched to --clean by file name")
+    g.add_argument("--fmd", help="folder in the FMD layout raw/<fov>/*.png + gt/<fov>/avg50.png")
+    p.add_argument(
+        "--noise",
+        help="synthetic noise: gaussian:25, gaussian:0-55, poisson-gaussian:peak=5-500,read=0-0.05",
+    )
+    p.add_argument("--architecture", choices=None, help="srresnet (seed 000) or unet (seed 001)")
+    p.add_argument("--arch-config", help="generator config, e.g. n_blocks=16,features=64")
+    p.add_argument("--critic-config", help="critic config, e.g. features=64")
+    p.add_argument("--loss", choices=LOSSES)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--alpha", type=float, help="adversarial weight (1.01)")
+    p.add_argument("--gp-lambda", type=float, help="gradient-penalty weight (10)")
+    p.add_argument("--critic-clip", help="clip critic outputs, e.g. 0,100 (seed 001)")
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--modality", help="recorded in the card: gray, cells, fluo, ...")
+    p.add_argument("--checkpoint-dir", help="default: OUT-checkpoints/")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--val-every", type=int)
+    p.add_argument("--resume", help="checkpoint to continue from (e.g. OUT-checkpoints/last)")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output model")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+
+def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge the YAML config (if any) with the options given on the command line."""
+    settings: dict[str, Any] = {}
+    if args.config:
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file {path} does not exist.")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"Config file {path} must hold a mapping of option: value.")
+        settings.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    cli = {
+        k: v
+        for k, v in vars(args).items()
+        if v is not None and k not in ("func", "command", "config", "no_amp", "overwrite", "quiet")
+    }
+    settings.update(cli)
+    if args.no_amp:
+        settings["amp"] = False
+    for key in ("arch_config", "critic_config"):
+        if key in settings:
+            settings[key] = parse_kv(settings[key])
+    if isinstance(settings.get("critic_clip"), str):
+        settings["critic_clip"] = [float(v) for v in settings["critic_clip"].split(",")]
+    return settings
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run ``wgan-denoise train``."""
+    from tqdm import tqdm
+
+    from ..data.datasets import make_source
+    from ..models.model import model_paths, save_model
+
+    settings = gather_settings(args)
+    output = settings.pop("output", None)
+    if not output:
+        raise ValueError("No output path: pass -o OUT_PATH (or 'output:' in --config).")
+    weights, card_path = model_paths(output)
+    if (weights.exists() or card_path.exists()) and not args.overwrite:
+        raise FileExistsError(f"{weights} already exists; pass --overwrite or choose another -o.")
+    data = {k: settings.pop(k) for k in DATA_KEYS if k in settings}
+    card = {k: settings.pop(k) for k in CARD_KEYS if k in settings}
+    checkpoint_dir = (
+        settings.pop("checkpoint_dir", None) or f"{weights.with_suffix('')}-checkpoints"
+    )
+    resume = settings.pop("resume", None)
+    config = TrainConfig.from_dict(settings)
+    config.validate()
+    if not any(data.get(k) for k in PATH_KEYS):
+        raise ValueError(
+            "No training data: give --clean DIR with --noise, --noisy DIR with "
+            "--clean DIR, or --fmd DIR."
+        )
+    if (
+        data.get("clean")
+        and not data.get("noisy")
+        and not data.get("fmd")
+        and not data.get("noise")
+    ):
+        raise ValueError("--clean alone needs --noise (e.g. gaussian:25) to make noisy inputs.")
+    source = make_source(**data, seed=config.seed)
+
+    from .trainer import Trainer
+
+    trainer = Trainer(config, source, checkpoint_dir=checkpoint_dir)
+    if resume:
+        trainer.resume(resume)
+    log_path = Path(checkpoint_dir) / "log.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(
+        total=config.iterations,
+        initial=trainer.iteration,
+        disable=args.quiet,
+        file=sys.stderr,
+        unit="it",
+        dynamic_ncols=True,
+    )
+
+    with log_path.open("a") as log:
+
+        def progress(st: TrainState) -> None:
+            bar.update(st.iteration - bar.n)
+            post = {"loss": f"{st.g_loss:.3g}", "mse": f"{st.mse:.3g}"}
+            if st.wasserstein == st.wasserstein:
+                post["W"] = f"{st.wasserstein:.3g}"
+            if st.val_psnr is not None:
+                post["val"] = f"{st.val_psnr:.2f}dB"
+                log.write(json.dumps({k: v for k, v in vars(st).items()}) + "\n")
+                log.flush()
+            elif st.iteration % 100 == 0:
+                log.write(json.dumps(vars(st)) + "\n")
+            bar.set_postfix(post, refresh=False)
+
+        try:
+            model = trainer.run(progress=progress)
+        finally:
+            bar.close()
+    model.card.update(card)
+    save_model(model, output)
+    if not args.quiet:
+        m = model.card.get("metrics", {})
+        val, inp = m.get("val_psnr", float("nan")), m.get("val_input_psnr", float("nan"))
+        print(
+            f"saved {weights} (iterations {trainer.iteration}, validation PSNR {val:.2f} dB, "
+            f"noisy input {inp:.2f} dB)"
+        )
+    return 0

@@ -1,0 +1,405 @@
+"""The seed-000 training procedure (Algorithm 1): ID-MSE, ID-MSE-WGAN and its WF ablation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled
+from ..inference.devices import resolve_device
+from ..models.architectures import build_critic
+from ..models.model import DenoiseModel, create_model, save_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .losses import critic_scores, gradient_penalty, patch_mse
+
+LOSSES = ("mse", "wgan", "wgan-wf")
+
+
+@dataclass
+class TrainConfig:
+    """Every constant of a training run. Defaults are the paper's (seed 000, Gaussian
+    denoising): 40x40 patches in batches of 128 for 50 epochs of 1772 batches, Adam with
+    beta = (0, 0.9), lr 1e-4 dropping to 1e-5 after 60 % (30 of 50 epochs), gradient
+    penalty weight 10, adversarial weight 1.01, one critic step per generator step."""
+
+    architecture: str = "srresnet"
+    arch_config: dict[str, Any] = field(default_factory=dict)
+    critic_config: dict[str, Any] = field(default_factory=dict)
+    loss: str = "wgan"
+    iterations: int = 88_600
+    batch_size: int = 128
+    patch_size: int = 40
+    lr: float = 1e-4
+    lr_final: float = 1e-5
+    lr_drop_at: float = 0.6
+    critic_lr: float | None = None
+    betas: tuple[float, float] = (0.0, 0.9)
+    gp_lambda: float = 10.0
+    alpha: float = 1.01
+    critic_steps: int = 1
+    critic_clip: tuple[float, float] | None = None
+    mse_reduction: str = "sum"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    checkpoint_every: int = 1000
+    val_every: int = 500
+
+    def validate(self) -> None:
+        """Raise ValueError for settings that cannot work, naming the setting."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}.")
+        for name in ("iterations", "batch_size", "patch_size", "critic_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.loss != "mse" and self.patch_size < 32:
+            raise ValueError(
+                f"The critic needs patches of at least 32 pixels; patch_size is "
+                f"{self.patch_size}. Use --patch-size 32 or more, or --loss mse."
+            )
+        if not 0 <= self.lr_drop_at <= 1:
+            raise ValueError(f"lr_drop_at must be between 0 and 1, got {self.lr_drop_at}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able copy for cards and checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a dict (e.g. a YAML file), rejecting unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"Unknown training setting(s) {unknown}; valid: {sorted(names)}.")
+        values = dict(values)
+        for key in ("betas", "critic_clip"):
+            if values.get(key) is not None:
+                values[key] = tuple(float(v) for v in values[key])
+        return cls(**values)
+
+
+@dataclass
+class TrainState:
+    """What the trainer reports to a progress callback after each iteration."""
+
+    iteration: int
+    total: int
+    lr: float
+    g_loss: float
+    mse: float
+    adv: float = float("nan")
+    d_loss: float = float("nan")
+    wasserstein: float = float("nan")
+    gp: float = float("nan")
+    val_psnr: float | None = None
+    elapsed: float = 0.0
+
+
+def learning_rate(config: TrainConfig, iteration: int) -> float:
+    """The step schedule: ``lr`` until ``lr_drop_at`` of the run, then ``lr_final``."""
+    return config.lr if iteration < config.lr_drop_at * config.iterations else config.lr_final
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def validate(
+    network: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device
+) -> dict[str, float]:
+    """Mean PSNR (peak 1 on the network scale) of the network and of the raw input on
+    validation pairs ``(noisy, clean)`` of shape ``(C, H, W)``."""
+    if not pairs:
+        return {}
+    was = network.training
+    network.eval()
+    mult = int(getattr(network, "size_multiple", 1))
+    out, inp = [], []
+    try:
+        for noisy, clean in pairs:
+            _, h, w = noisy.shape
+            ph, pw = (-h) % mult, (-w) % mult
+            x = torch.from_numpy(np.ascontiguousarray(noisy))[None].to(device)
+            if ph or pw:
+                x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+            y = network(x)[0, :, :h, :w].float().cpu().numpy()
+            out.append(_psnr(y, clean))
+            inp.append(_psnr(noisy, clean))
+    finally:
+        network.train(was)
+    return {"val_psnr": float(np.mean(out)), "val_input_psnr": float(np.mean(inp))}
+
+
+class Trainer:
+    """Trains a generator (and, for the WGAN losses, a critic) on a patch source.
+
+    ``source`` must offer ``channels``, ``normalisation``, ``sample(batch, patch, generator)
+    -> (noisy, clean)``, ``validation_pairs()`` and ``describe()`` (see
+    :mod:`napari_wgan_denoise.data.datasets`). All randomness (patches, noise, the
+    gradient-penalty eps) comes from one seeded CPU generator whose state is checkpointed,
+    so a resumed run continues exactly as an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        source: Any,
+        *,
+        init: DenoiseModel | None = None,
+        checkpoint_dir: str | Path | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.source = source
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        if init is not None:
+            if init.channels != source.channels:
+                raise ValueError(
+                    f"Model {init.name} has {init.channels} channel(s) but the "
+                    f"data has {source.channels}."
+                )
+            self.model = init
+        else:
+            self.model = create_model(
+                config.architecture, channels=source.channels, **config.arch_config
+            )
+        self.model.card["normalisation"] = dict(source.normalisation)
+        self.generator = self.model.network.to(self.device).train()
+        self.critic = None
+        if config.loss != "mse":
+            self.critic = (
+                build_critic(self.model.architecture, source.channels, config.critic_config)
+                .to(self.device)
+                .train()
+            )
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_d = None
+        if self.critic is not None:
+            self.opt_d = torch.optim.Adam(
+                self.critic.parameters(), lr=config.critic_lr or config.lr, betas=config.betas
+            )
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.iteration = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {}
+        self.wall_time = 0.0
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.amp = bool(config.amp and self.device.type == "cuda")
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _parts(self) -> tuple[dict, dict, dict]:
+        modules = {"generator": self.generator}
+        optimizers = {"generator": self.opt_g}
+        if self.critic is not None:
+            modules["critic"] = self.critic
+            optimizers["critic"] = self.opt_d
+        return modules, optimizers, {"data": self.rng}
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write a resumable checkpoint (default: ``<checkpoint_dir>/last``)."""
+        if path is None:
+            if self.checkpoint_dir is None:
+                raise ValueError("No checkpoint folder was given to the trainer.")
+            path = self.checkpoint_dir / "last"
+        modules, optimizers, rng = self._parts()
+        meta = {
+            "iteration": self.iteration,
+            "config": self.config.to_dict(),
+            "card": self.model.card,
+            "history": self.history[-2000:],
+            "best": self.best,
+            "wall_time": self.wall_time,
+            "kind": "napari-wgan-denoise training checkpoint",
+        }
+        return save_checkpoint(path, modules=modules, optimizers=optimizers, rng=rng, meta=meta)
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by :meth:`save_checkpoint`."""
+        modules, optimizers, rng = self._parts()
+        meta = load_checkpoint(path, modules=modules, optimizers=optimizers, rng=rng)
+        old = meta.get("config", {})
+        for key in ("architecture", "arch_config", "loss", "batch_size", "patch_size"):
+            if key in old and old[key] != self.config.to_dict()[key]:
+                raise ValueError(
+                    f"Checkpoint {path} was made with {key}={old[key]!r} but this run "
+                    f"asks for {self.config.to_dict()[key]!r}; use the same settings."
+                )
+        self.iteration = int(meta["iteration"])
+        self.history = list(meta.get("history", []))
+        self.best = dict(meta.get("best", {}))
+        self.wall_time = float(meta.get("wall_time", 0.0))
+
+    # -- one iteration -------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        noisy, clean = self.source.sample(self.config.batch_size, self.config.patch_size, self.rng)
+        return noisy.to(self.device, non_blocking=True), clean.to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def step(self) -> TrainState:
+        """One iteration of Algorithm 1: critic step(s), then the generator step."""
+        cfg = self.config
+        lr = learning_rate(cfg, self.iteration)
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr
+        noisy, clean = self._batch()
+        state: dict[str, float] = {}
+        if self.critic is not None:
+            for group in self.opt_d.param_groups:
+                group["lr"] = (cfg.critic_lr or cfg.lr) * lr / cfg.lr
+            self.critic.requires_grad_(True)
+            for k in range(cfg.critic_steps):
+                if k > 0:  # extra critic steps see fresh data
+                    noisy, clean = self._batch()
+                with torch.no_grad(), self._autocast():
+                    fake = self.generator(noisy).float()
+                with self._autocast():
+                    d_real = critic_scores(self.critic, clean, cfg.critic_clip).mean()
+                    d_fake = critic_scores(self.critic, fake, cfg.critic_clip).mean()
+                gp = gradient_penalty(self.critic, clean, fake, self.rng, cfg.critic_clip)
+                d_loss = d_fake - d_real + cfg.gp_lambda * gp  # minus eq. 6
+                self.opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.opt_d.step()
+            state.update(d_loss=d_loss.item(), wasserstein=(d_real - d_fake).item(), gp=gp.item())
+            self.critic.requires_grad_(False)
+            if cfg.loss == "wgan-wf":  # the ablation: a new minibatch for the generator
+                noisy, clean = self._batch()
+        with self._autocast():
+            estimate = self.generator(noisy).float()
+        mse = patch_mse(estimate, clean, cfg.mse_reduction)
+        g_loss = mse
+        if self.critic is not None:
+            with self._autocast():
+                adv = -critic_scores(self.critic, estimate, cfg.critic_clip).mean()
+            g_loss = mse + cfg.alpha * adv
+            state["adv"] = adv.item()
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        self.iteration += 1
+        return TrainState(
+            iteration=self.iteration,
+            total=cfg.iterations,
+            lr=lr,
+            g_loss=g_loss.item(),
+            mse=mse.item(),
+            **state,
+        )
+
+    # -- the run -------------------------------------------------------------------------
+    def run(
+        self,
+        progress: Callable[[TrainState], Any] | None = None,
+        cancel: Any | None = None,
+        iterations: int | None = None,
+    ) -> DenoiseModel:
+        """Train until ``config.iterations`` (or ``iterations`` more steps) and return the
+        model with its card filled in. Checkpoints every ``checkpoint_every`` iterations;
+        on cancel a checkpoint is written and :class:`Cancelled` raised."""
+        cfg = self.config
+        stop_at = (
+            cfg.iterations
+            if iterations is None
+            else min(cfg.iterations, self.iteration + iterations)
+        )
+        pairs = self.source.validation_pairs()
+        start = time.perf_counter() - self.wall_time
+        while self.iteration < stop_at:
+            if cancel is not None and cancel.is_set():
+                self.wall_time = time.perf_counter() - start
+                if self.checkpoint_dir is not None:
+                    self.save_checkpoint()
+                raise Cancelled(
+                    f"Training stopped at iteration {self.iteration}"
+                    + (
+                        f"; resume from {self.checkpoint_dir / 'last'}"
+                        if self.checkpoint_dir
+                        else ""
+                    )
+                    + "."
+                )
+            st = self.step()
+            last = self.iteration == cfg.iterations
+            if pairs and (self.iteration % cfg.val_every == 0 or last):
+                metrics = validate(self.generator, pairs, self.device)
+                st.val_psnr = metrics["val_psnr"]
+                if not self.best or metrics["val_psnr"] > self.best["val_psnr"]:
+                    self.best = {"iteration": self.iteration, **metrics}
+                self.best.setdefault("val_input_psnr", metrics["val_input_psnr"])
+            st.elapsed = time.perf_counter() - start
+            self.wall_time = st.elapsed
+            record = {k: v for k, v in dataclasses.asdict(st).items() if v is not None}
+            if self.iteration % 10 == 0 or st.val_psnr is not None or last:
+                self.history.append(record)
+            if progress is not None:
+                progress(st)
+            if self.checkpoint_dir is not None and (
+                self.iteration % cfg.checkpoint_every == 0 or self.iteration == stop_at
+            ):
+                self.save_checkpoint()
+        return self._finish(pairs)
+
+    def _finish(self, pairs: list) -> DenoiseModel:
+        cfg = self.config
+        metrics = validate(self.generator, pairs, self.device) if pairs else {}
+        metrics = {
+            **metrics,
+            "best_val_psnr": self.best.get("val_psnr"),
+            "best_iteration": self.best.get("iteration"),
+        }
+        description = self.source.describe()
+        self.model.card.update(
+            noise=description.get("noise"),
+            training={
+                "data": description,
+                "loss": cfg.loss,
+                "iterations": self.iteration,
+                "config": cfg.to_dict(),
+                "device": str(self.device),
+                "device_name": torch.cuda.get_device_name(self.device)
+                if self.device.type == "cuda"
+                else "cpu",
+                "wall_time_s": round(self.wall_time, 1),
+                "torch": torch.__version__,
+            },
+            metrics={k: v for k, v in metrics.items() if v is not None},
+        )
+        self.generator.eval()
+        return self.model
+
+
+def train(
+    config: TrainConfig,
+    source: Any,
+    out_path: str | Path | None = None,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: Callable[[TrainState], Any] | None = None,
+    cancel: Any | None = None,
+    init: DenoiseModel | None = None,
+    card: dict[str, Any] | None = None,
+) -> DenoiseModel:
+    """Train a denoiser and (when ``out_path`` is given) save it as a model file pair."""
+    trainer = Trainer(config, source, init=init, checkpoint_dir=checkpoint_dir)
+    if resume:
+        trainer.resume(resume)
+    model = trainer.run(progress=progress, cancel=cancel)
+    if card:
+        model.card.update(card)
+    if out_path is not None:
+        save_model(model, out_path)
+    return model
