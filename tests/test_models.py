@@ -187,3 +187,22 @@ def test_card_hash_changes_with_weights(tmp_path, tiny_gray):
     save_model(tiny_gray, tmp_path / "a")
     assert load_model(tmp_path / "a").card_hash != h1
     assert np.isfinite(tiny_gray.n_parameters)
+
+
+def test_fold_batch_norm_is_exact(tiny_unet):
+    from napari_wgan_denoise.inference.optimise import fold_batch_norm
+
+    net = tiny_unet.network
+    gen = torch.Generator().manual_seed(3)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    net.eval()
+    folded = fold_batch_norm(net)
+    assert folded is not net
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert n_bn < sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.rand(2, 1, 32, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-4)

@@ -16,6 +16,7 @@ from ..models.model import DEFAULT_NORMALISATION, DenoiseModel
 from ..models.registry import load_model
 from .devices import resolve_device
 from .normalise import from_network, intensity_range, to_network
+from .optimise import fold_batch_norm
 from .tiling import BLEND, count_tiles, round_up, run_tiled
 
 ProgressFn = Callable[[int, int], Any]
@@ -205,10 +206,10 @@ def denoise(
     _check_values(view, plan.n_leading)
 
     dev = resolve_device(device)
-    network = dmodel.network
-    was_training = network.training
-    network.eval()
-    network.to(dev)
+    original = dmodel.network
+    was_training = original.training
+    original.eval()
+    network = fold_batch_norm(original).to(dev)
     channels_last = dev.type == "cpu"
     if channels_last:
         network.to(memory_format=torch.channels_last)
@@ -292,5 +293,5 @@ def denoise(
             y = np.moveaxis(y, 0, -1) if plan.rgb else y[0]
             out_view[index] = from_network(y, lo, hi, arr.dtype)
     finally:
-        network.train(was_training)
+        original.train(was_training)
     return out

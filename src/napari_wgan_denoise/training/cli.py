@@ -31,6 +31,11 @@ def parse_kv(text: str | dict | None) -> dict[str, Any]:
     return out
 
 
+def _clean(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy of a log record: NaN (a loss that does not apply) becomes null."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand to the ``wgan-denoise`` parser."""
     p = sub.add_parser(
@@ -166,10 +171,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 post["W"] = f"{st.wasserstein:.3g}"
             if st.val_psnr is not None:
                 post["val"] = f"{st.val_psnr:.2f}dB"
-                log.write(json.dumps({k: v for k, v in vars(st).items()}) + "\n")
+                log.write(json.dumps(_clean(vars(st))) + "\n")
                 log.flush()
             elif st.iteration % 100 == 0:
-                log.write(json.dumps(vars(st)) + "\n")
+                log.write(json.dumps(_clean(vars(st))) + "\n")
             bar.set_postfix(post, refresh=False)
 
         try:
