@@ -110,15 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_denoise)
 
+    from .demo import register_cli as register_demo
+    from .evaluation import register_cli as register_evaluate
     from .training.cli import register_cli as register_train
+    from .training.finetune_cli import register_cli as register_finetune
 
     register_train(sub)
-    try:
-        from .evaluation import register_cli as register_evaluate
-    except ImportError:  # pragma: no cover - evaluation is part of the package
-        pass
-    else:
-        register_evaluate(sub)
+    register_finetune(sub)
+    register_evaluate(sub)
+    register_demo(sub)
     return parser
 
 

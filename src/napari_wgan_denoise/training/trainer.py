@@ -245,6 +245,15 @@ class Trainer:
         noisy, clean = self.source.sample(self.config.batch_size, self.config.patch_size, self.rng)
         return noisy.to(self.device, non_blocking=True), clean.to(self.device, non_blocking=True)
 
+    def _real(self, clean: torch.Tensor) -> torch.Tensor:
+        """What the critic sees as 'real': the paired clean patches, or unpaired reference
+        patches when the source offers them (seed 002's stage 2)."""
+        if not getattr(self.source, "unpaired_references", False):
+            return clean
+        sample_real = self.source.sample_real
+        real = sample_real(clean.shape[0], self.config.patch_size, self.rng)
+        return real.to(self.device, non_blocking=True)
+
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
@@ -263,12 +272,13 @@ class Trainer:
             for k in range(cfg.critic_steps):
                 if k > 0:  # extra critic steps see fresh data
                     noisy, clean = self._batch()
+                real = self._real(clean)
                 with torch.no_grad(), self._autocast():
                     fake = self.generator(noisy).float()
                 with self._autocast():
-                    d_real = critic_scores(self.critic, clean, cfg.critic_clip).mean()
+                    d_real = critic_scores(self.critic, real, cfg.critic_clip).mean()
                     d_fake = critic_scores(self.critic, fake, cfg.critic_clip).mean()
-                gp = gradient_penalty(self.critic, clean, fake, self.rng, cfg.critic_clip)
+                gp = gradient_penalty(self.critic, real, fake, self.rng, cfg.critic_clip)
                 d_loss = d_fake - d_real + cfg.gp_lambda * gp  # minus eq. 6
                 self.opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()

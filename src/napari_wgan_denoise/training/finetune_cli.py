@@ -1,0 +1,120 @@
+"""``wgan-denoise finetune``: adapt a model to one's own data from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .finetune import MODES
+
+
+def read_stack(path: str | Path) -> np.ndarray:
+    """A file as an array, or a folder of same-shaped images stacked along a new first axis."""
+    from ..io import IMAGE_SUFFIXES, read_image
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"Folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        images = [read_image(f) for f in files]
+        shapes = {im.shape for im in images}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"Images in {p} have different shapes {sorted(shapes)}; a stack needs one shape."
+            )
+        return np.stack(images)
+    return read_image(p)
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add the ``finetune`` subcommand to the ``wgan-denoise`` parser."""
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on your own stack",
+        description="Adapt a model to your data: paired (noisy + clean), "
+        "two-stage (seed 002, noisy only) or n2n (repeated frames).",
+    )
+    p.add_argument("--model", required=True, help="base model name or path")
+    p.add_argument("--noisy", required=True, help="image file (stack) or folder of images")
+    p.add_argument("--clean", help="clean counterpart (paired mode; validation in two-stage)")
+    p.add_argument("--references", help="folder of clean images for the critic (two-stage)")
+    p.add_argument("--mode", required=True, choices=MODES)
+    p.add_argument("--axis", type=int, help="axis of repeated frames (n2n)")
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--time-budget", type=float, help="stop after this many seconds")
+    p.add_argument("--patch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--adversarial-weight", type=float)
+    p.add_argument("--stages", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, help="model path to write (OUT.safetensors)")
+    p.add_argument("--name", help="also register the model under this name for napari")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Run ``wgan-denoise finetune``."""
+    from tqdm import tqdm
+
+    from ..models.model import model_paths, save_model
+    from ..models.registry import load_model, save_user_model
+    from .finetune import finetune
+
+    weights, _ = model_paths(args.output)
+    if weights.exists() and not args.overwrite:
+        raise FileExistsError(f"{weights} already exists; pass --overwrite or choose another -o.")
+    base = load_model(args.model)
+    noisy = read_stack(args.noisy)
+    clean = read_stack(args.clean) if args.clean else None
+    bar = tqdm(
+        total=args.iterations * max(1, args.stages),
+        disable=args.quiet,
+        file=sys.stderr,
+        unit="it",
+        dynamic_ncols=True,
+    )
+
+    def progress(info: dict) -> None:
+        bar.update(info["iteration"] - bar.n)
+        metric = info.get("metric")
+        if metric in info:
+            bar.set_postfix({metric: f"{info[metric]:.4g}"}, refresh=False)
+
+    try:
+        model = finetune(
+            base,
+            noisy,
+            mode=args.mode,
+            clean=clean,
+            references=args.references,
+            axis=args.axis,
+            iterations=args.iterations,
+            time_budget=args.time_budget,
+            patch_size=args.patch_size,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            adversarial_weight=args.adversarial_weight,
+            stages=args.stages,
+            device=args.device,
+            seed=args.seed,
+            name=args.name or weights.stem,
+            save=False,
+            progress=progress,
+        )
+    finally:
+        bar.close()
+    save_model(model, args.output)
+    if args.name:
+        save_user_model(model, args.name, overwrite=args.overwrite)
+    if not args.quiet:
+        m = model.card["metrics"]
+        print(f"saved {weights}: {m['validation_metric']} {m['before']:.4g} -> {m['after']:.4g}")
+    return 0
