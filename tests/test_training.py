@@ -263,3 +263,20 @@ def test_train_cli_empty_folder(tmp_path, capsys):
         == 2
     )
     assert "empty" in capsys.readouterr().err.lower() or "no " in capsys.readouterr().err.lower()
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "gray" / "set12").is_dir(), reason="../shared/data not present")
+def test_tiny_model_on_set12_beats_noisy_input_in_evaluate(tmp_path):
+    """Issue 3's acceptance check: a few hundred iterations on Set12 crops, scored by evaluate."""
+    from napari_wgan_denoise.evaluation import evaluate
+
+    cfg = TrainConfig(architecture="srresnet", arch_config={"n_blocks": 2, "features": 16},
+                      loss="mse", iterations=300, batch_size=8, patch_size=40, lr=2e-3,
+                      lr_final=2e-4, val_every=300, seed=0)
+    source = make_source(clean=SHARED / "gray" / "set12", noise="gaussian:25", seed=0)
+    model = train(cfg, source, tmp_path / "tiny-set12")
+    (row,) = evaluate([model], clean=SHARED / "gray" / "set12", sigma=25, seed=0, limit=3)
+    assert row["psnr"] > row["noisy_psnr"] + 5, row

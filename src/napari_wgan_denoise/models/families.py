@@ -1,0 +1,132 @@
+"""Model families (ID-MSE / ID-MSE-WGAN twins) and the default model choice. Qt-free.
+
+Registry names follow ``{base}-{mse|wgan}[-{suffix}]``, e.g. ``fluo-mse``, ``fluo-wgan``,
+``cells-wgan-fast``. A *family* is the name without its ``-mse``/``-wgan`` part: family
+``fluo`` holds ``fluo-mse`` and ``fluo-wgan``; family ``cells-fast`` holds
+``cells-mse-fast`` and ``cells-wgan-fast``. The Compare widget runs both members of a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .registry import ModelEntry, model_entries
+
+KINDS = ("mse", "wgan")
+
+#: Preferred one-click models for gray (1) and RGB (3) images, best first.
+DEFAULT_PREFERENCE: dict[int, tuple[str, ...]] = {
+    1: ("fluo-wgan-fast", "fluo-wgan", "gray-wgan-fast", "gray-wgan"),
+    3: ("cells-wgan-fast", "cells-wgan"),
+}
+
+
+def split_model_name(name: str) -> tuple[str, str] | None:
+    """``(family, kind)`` of a model name, e.g. ``"cells-wgan-fast" -> ("cells-fast", "wgan")``.
+
+    ``kind`` is ``"mse"`` or ``"wgan"``; names without such a part (or with nothing else)
+    belong to no family and give ``None``. The last ``-mse``/``-wgan`` part counts.
+    """
+    parts = name.split("-")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].lower() in KINDS:
+            rest = parts[:i] + parts[i + 1 :]
+            if rest and all(rest):
+                return "-".join(rest), parts[i].lower()
+            return None
+    return None
+
+
+def _names(names: Iterable[str] | None) -> list[str]:
+    return list(names) if names is not None else [e.name for e in model_entries()]
+
+
+def _members(names: list[str]) -> dict[str, dict[str, str]]:
+    """family -> {kind: name}; when two names map to the same slot the first one (registry
+    order: shipped before user models) wins."""
+    found: dict[str, dict[str, str]] = {}
+    for name in names:
+        split = split_model_name(name)
+        if split is None:
+            continue
+        family, kind = split
+        slot = found.setdefault(family, {})
+        slot.setdefault(kind, name)
+    return found
+
+
+def list_families(names: Iterable[str] | None = None) -> list[str]:
+    """Families with both an ID-MSE and an ID-MSE-WGAN model, in registry order.
+
+    ``names`` defaults to every model in the registry (shipped first, then the user's).
+    """
+    names = _names(names)
+    members = _members(names)
+    families: list[str] = []
+    for name in names:
+        split = split_model_name(name)
+        if split and split[0] not in families and len(members[split[0]]) == len(KINDS):
+            families.append(split[0])
+    return families
+
+
+def family_members(family: str, names: Iterable[str] | None = None) -> tuple[str, str]:
+    """The ``(mse_name, wgan_name)`` twins of a family, e.g. ``"fluo-fast"`` ->
+    ``("fluo-mse-fast", "fluo-wgan-fast")``.
+
+    Raises ``ValueError`` naming the families that do exist when the registry (or
+    ``names``) lacks one of the two models.
+    """
+    names = _names(names)
+    slot = _members(names).get(family, {})
+    if all(kind in slot for kind in KINDS):
+        return slot["mse"], slot["wgan"]
+    complete = ", ".join(list_families(names)) or "(none installed)"
+    if slot:
+        have = next(iter(slot.values()))
+        raise ValueError(
+            f"Model family {family!r} is incomplete: only {have!r} is installed, but Compare "
+            f"needs both its -mse and -wgan models. Complete families: {complete}."
+        )
+    raise ValueError(
+        f"No model family named {family!r}. Families with both an -mse and a -wgan model: "
+        f"{complete}."
+    )
+
+
+def entry_fits(entry: ModelEntry, channels: int) -> bool:
+    """Whether a registered model takes images with ``channels`` colours (1 gray, 3 RGB)."""
+    return entry.channels == channels
+
+
+def default_model_for(channels: int) -> str | None:
+    """The model the one-click action uses for images with ``channels`` colours (1 or 3).
+
+    The first installed model of ``DEFAULT_PREFERENCE[channels]`` that fits, else the first
+    registry model with that many channels, else ``None`` (no fitting model installed).
+    """
+    entries = model_entries()
+    by_name = {e.name: e for e in entries}
+    for name in DEFAULT_PREFERENCE.get(channels, ()):
+        entry = by_name.get(name)
+        if entry is not None and entry_fits(entry, channels):
+            return name
+    for entry in entries:
+        if entry_fits(entry, channels):
+            return entry.name
+    return None
+
+
+def default_family_for(channels: int) -> str | None:
+    """The family Compare uses when none is given: that of ``default_model_for(channels)``
+    if both its twins are installed, else the first complete family whose models fit."""
+    entries = {e.name: e for e in model_entries()}
+    families = list_families(entries)
+    preferred = default_model_for(channels)
+    split = split_model_name(preferred) if preferred else None
+    first = [split[0]] if split and split[0] in families else []
+    for family in first + families:
+        mse, wgan = family_members(family, entries)
+        if entry_fits(entries[mse], channels) and entry_fits(entries[wgan], channels):
+            return family
+    return None

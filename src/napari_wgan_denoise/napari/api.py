@@ -1,0 +1,192 @@
+"""Console API: denoise and compare napari layers from code (e.g. napari's console).
+
+Importing this module needs napari but not Qt::
+
+    from napari_wgan_denoise.napari import denoise_layer, compare_layer
+
+    out = denoise_layer(viewer.layers["noisy"], model="fluo-wgan")      # adds "noisy [fluo-wgan]"
+    cmp = compare_layer("noisy", family="fluo", reference="clean")      # 3 layers + grid mode
+    cmp.metrics  # {"fluo-mse": {"psnr": ..., "ssim": ..., "grad_ratio": ...}, ...}
+
+Both run in the calling thread (the viewer does not repaint meanwhile); the Denoise and
+Compare widgets run the same code in a background worker with a progress bar and Cancel.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from napari.layers import Image
+
+from ..models.families import default_family_for, default_model_for, family_members
+from ..models.model import DenoiseModel
+from . import _engine
+
+__all__ = ["Comparison", "compare_layer", "denoise_layer"]
+
+
+def _resolve(layer: Image | str, viewer: Any | None) -> tuple[Image, Any | None]:
+    """The Image layer (looked up by name in the viewer if a string) and the viewer that
+    holds it (the given one, else napari's current viewer if it holds the layer)."""
+    if viewer is None and "napari._qt" in sys.modules:  # no viewer without Qt: don't load it
+        import napari
+
+        current = napari.current_viewer()
+        if current is not None and (isinstance(layer, str) or layer in current.layers):
+            viewer = current
+    if isinstance(layer, str):
+        if viewer is None:
+            raise ValueError(
+                f"No viewer to look up layer {layer!r} in; pass the layer itself or viewer=."
+            )
+        if layer not in viewer.layers:
+            names = ", ".join(repr(lyr.name) for lyr in viewer.layers) or "(none)"
+            raise ValueError(f"The viewer has no layer named {layer!r}; its layers: {names}.")
+        layer = viewer.layers[layer]
+    if not _engine.is_image_layer(layer):
+        raise ValueError(
+            f"{getattr(layer, 'name', layer)!r} is not an image layer; denoising needs an Image."
+        )
+    return layer, viewer
+
+
+def _job(layer: Image, viewer: Any | None, current_slice: bool) -> _engine.LayerJob:
+    if current_slice and viewer is None and layer.ndim > 2:
+        raise ValueError("current_slice=True needs the viewer that shows the layer (viewer=).")
+    point = viewer.dims.point if viewer is not None else None
+    return _engine.prepare_job(layer, current_slice=current_slice, world_point=point)
+
+
+def denoise_layer(
+    layer: Image | str,
+    model: str | DenoiseModel | None = None,
+    *,
+    viewer: Any | None = None,
+    add_to_viewer: bool = True,
+    current_slice: bool = False,
+    device: str = "auto",
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[float, str], Any] | None = None,
+    cancel: Any | None = None,
+) -> Image:
+    """Denoise an Image layer with a model and return the new layer ``"<input> [<model>]"``.
+
+    ``layer`` is an Image layer or its name in the viewer. ``model`` is a registry name
+    (``napari_wgan_denoise.list_models()``), a model file path or a loaded ``DenoiseModel``;
+    ``None`` picks the default model for the layer (as the one-click action does). The
+    output keeps the input's dtype, shape, scale, translate, rotation/affine and contrast
+    limits; ``layer.metadata["napari_wgan_denoise"]`` records the model, its card hash and
+    the settings. It is added to ``viewer`` (default: napari's current viewer when it holds
+    the layer) unless ``add_to_viewer=False``.
+
+    ``current_slice=True`` denoises only the YX plane at the viewer's position (a quick
+    preview, placed at that plane). ``device``, ``tile_size`` and ``batch_size`` are passed
+    to :func:`napari_wgan_denoise.denoise`; ``progress(fraction, message)`` is called as
+    tiles finish and ``cancel`` (a ``threading.Event``) stops the run with ``Cancelled``.
+    Errors are the core's ``ValueError``/``MemoryError`` with their messages.
+    """
+    layer, viewer = _resolve(layer, viewer)
+    job = _job(layer, viewer, current_slice)
+    if model is None:
+        model = default_model_for(job.channels)
+        if model is None:
+            raise ValueError(_engine.no_model_message(job.channels))
+    result = _engine.drive(
+        _engine.run_denoise(
+            job,
+            model,
+            device=device,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            cancel=cancel,
+        ),
+        progress,
+    )
+    if viewer is not None and add_to_viewer:
+        return _engine.add_denoised(viewer, result, layer)
+    return result.to_layer(layer.metadata)
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare_layer` made: both outputs, their difference and the metrics.
+
+    ``metrics`` maps ``"input"`` and each model name to ``{"psnr", "ssim", "grad_ratio"}``
+    when a reference was given, else it is ``None``.
+    """
+
+    family: str
+    mse: Image
+    wgan: Image
+    difference: Image
+    metrics: dict[str, dict[str, float]] | None
+
+    @property
+    def layers(self) -> tuple[Image, Image, Image]:
+        """``(mse, wgan, difference)``."""
+        return self.mse, self.wgan, self.difference
+
+
+def compare_layer(
+    layer: Image | str,
+    family: str | None = None,
+    reference: Image | str | None = None,
+    *,
+    viewer: Any | None = None,
+    add_to_viewer: bool = True,
+    grid: bool = True,
+    current_slice: bool = False,
+    device: str = "auto",
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[float, str], Any] | None = None,
+    cancel: Any | None = None,
+) -> Comparison:
+    """Run a family's ID-MSE and ID-MSE-WGAN twins on a layer and compare them.
+
+    ``family`` is e.g. ``"fluo"`` (models ``fluo-mse`` and ``fluo-wgan``) or ``"cells-fast"``;
+    ``None`` picks the default family for the layer. Adds both outputs and an
+    ``|MSE − WGAN|`` layer (where the adversarial model changed most: check there for
+    invented detail) above the input, links the contrast limits of input and outputs and
+    turns on grid mode (``grid=False`` leaves the view as it is). With a ``reference``
+    (the clean image, a layer or its name) ``Comparison.metrics`` holds PSNR, SSIM and
+    gradient ratio of the input and both outputs. Other options as in :func:`denoise_layer`.
+    """
+    layer, viewer = _resolve(layer, viewer)
+    job = _job(layer, viewer, current_slice)
+    if family is None:
+        family = default_family_for(job.channels)
+        if family is None:
+            raise ValueError(
+                "No complete model family (an -mse and a -wgan model) fits this layer. "
+                + _engine.no_model_message(job.channels)
+            )
+    mse_name, wgan_name = family_members(family)
+    ref_job = None
+    if reference is not None:
+        ref_layer, _ = _resolve(reference, viewer)
+        ref_job = _engine.prepare_reference(ref_layer, job)
+    result = _engine.drive(
+        _engine.run_compare(
+            job,
+            mse_name,
+            wgan_name,
+            family=family,
+            reference=ref_job,
+            device=device,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            cancel=cancel,
+        ),
+        progress,
+    )
+    if viewer is not None and add_to_viewer:
+        mse, wgan, diff = _engine.add_comparison(viewer, result, layer, grid=grid)
+    else:
+        mse, wgan = result.mse.to_layer(layer.metadata), result.wgan.to_layer(layer.metadata)
+        diff = result.difference_layer()
+    return Comparison(family, mse, wgan, diff, result.metrics)
