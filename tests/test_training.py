@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import skimage.io
 import torch
-from napari_wgan_denoise.data.datasets import make_source
 
 from napari_wgan_denoise import Cancelled, load_model
 from napari_wgan_denoise.cli import main
+from napari_wgan_denoise.data.datasets import make_source
 from napari_wgan_denoise.training import TrainConfig, Trainer, learning_rate, train
 from napari_wgan_denoise.training.losses import gradient_penalty, patch_mse
 
@@ -273,9 +273,18 @@ def test_tiny_model_on_set12_beats_noisy_input_in_evaluate(tmp_path):
     """Issue 3's acceptance check: a few hundred iterations on Set12 crops, scored by evaluate."""
     from napari_wgan_denoise.evaluation import evaluate
 
-    cfg = TrainConfig(architecture="srresnet", arch_config={"n_blocks": 2, "features": 16},
-                      loss="mse", iterations=300, batch_size=8, patch_size=40, lr=2e-3,
-                      lr_final=2e-4, val_every=300, seed=0)
+    cfg = TrainConfig(
+        architecture="srresnet",
+        arch_config={"n_blocks": 2, "features": 16},
+        loss="mse",
+        iterations=300,
+        batch_size=8,
+        patch_size=40,
+        lr=2e-3,
+        lr_final=2e-4,
+        val_every=300,
+        seed=0,
+    )
     source = make_source(clean=SHARED / "gray" / "set12", noise="gaussian:25", seed=0)
     model = train(cfg, source, tmp_path / "tiny-set12")
     (row,) = evaluate([model], clean=SHARED / "gray" / "set12", sigma=25, seed=0, limit=3)
