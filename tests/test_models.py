@@ -206,3 +206,16 @@ def test_fold_batch_norm_is_exact(tiny_unet):
     x = torch.rand(2, 1, 32, 40)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+def test_saved_files_are_readable_by_others(tmp_path, tiny_gray):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_model(tiny_gray, tmp_path / "m")
+    finally:
+        os.umask(old)
+    for name in ("m.safetensors", "m.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
