@@ -366,7 +366,11 @@ def test_manifest_contributions(make_napari_viewer):
 
     make_napari_viewer()
     manifest = PluginManager.instance().get_manifest(PLUGIN)
-    assert [w.display_name for w in manifest.contributions.widgets] == [DENOISE, COMPARE]
+    assert [w.display_name for w in manifest.contributions.widgets] == [
+        DENOISE,
+        COMPARE,
+        "Fine-tune on this stack",
+    ]
     assert {s.key for s in manifest.contributions.sample_data} == {"fluorescence", "cells"}
     items = get_app_model().menus.get_menu("napari/layers/filter")
     ids = [item.command.id for item in items if hasattr(item, "command")]

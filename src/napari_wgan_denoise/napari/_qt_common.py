@@ -42,6 +42,7 @@ class LayerPicker(QComboBox):
     the picker also jumps to an image layer the user selects in the layer list (but not
     to outputs of this plugin, so that a new result does not become the next input).
     ``allow_none`` adds a first ``(none)`` choice (the Compare widget's reference).
+    ``accepts`` lists other kinds of layers instead (e.g. Labels and Shapes for an ROI).
     """
 
     layer_changed = Signal(object)
@@ -52,12 +53,15 @@ class LayerPicker(QComboBox):
         *,
         allow_none: bool = False,
         follow: bool = True,
+        accepts: Callable[[Any], bool] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.allow_none = allow_none
         self.follow = follow
+        #: Which layers are listed (default: Image layers).
+        self.accepts: Callable[[Any], bool] = accepts or _engine.is_image_layer
         self._layers: list[Any] = []
         self._refreshing = False
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -88,7 +92,7 @@ class LayerPicker(QComboBox):
         current = self.layer()
         layers: list[Any] = [None] if self.allow_none else []
         for lyr in reversed(list(self.viewer.layers)):  # top of the layer list first
-            if _engine.is_image_layer(lyr):
+            if self.accepts(lyr):
                 layers.append(lyr)
                 lyr.events.name.connect(self.refresh)
         self._refreshing = True
@@ -111,7 +115,8 @@ class LayerPicker(QComboBox):
             return
         active = self.viewer.layers.selection.active
         if (
-            _engine.is_image_layer(active)
+            active is not None
+            and self.accepts(active)
             and _engine.METADATA_KEY not in active.metadata
             and active in self._layers
         ):
@@ -405,13 +410,34 @@ class RunnerWidget(QWidget):
         super().closeEvent(event)
 
 
+def refresh_model_pickers(viewer: Any) -> int:
+    """Re-read the model registry in every model/family picker docked in ``viewer``'s
+    window (e.g. after a fine-tuned model was saved); returns how many were refreshed."""
+    window = getattr(viewer, "window", None)
+    docked = getattr(window, "dock_widgets", None)
+    if docked is not None:
+        roots = [w for w in docked.values() if isinstance(w, QWidget)]
+        pickers = [p for w in roots for p in w.findChildren(ChoicePicker)]
+    else:  # older napari: every picker whose widget belongs to this viewer
+        from qtpy.QtWidgets import QApplication
+
+        pickers = [
+            w
+            for w in QApplication.allWidgets()
+            if isinstance(w, ChoicePicker) and getattr(w.parent(), "viewer", None) is viewer
+        ]
+    for picker in pickers:
+        picker.refresh()
+    return len(pickers)
+
+
 def error_message(exc: BaseException) -> str:
     """The core's own message for the errors it raises on purpose (bad input, memory);
     anything unexpected is logged with its traceback and named by type."""
     if isinstance(exc, (ValueError, MemoryError, OSError)) and str(exc):
         return str(exc)
-    logger.error("Denoising failed", exc_info=exc)
-    return f"Denoising failed with {type(exc).__name__}: {exc}"
+    logger.error("The operation failed", exc_info=exc)
+    return f"The operation failed with {type(exc).__name__}: {exc} (details in the log)"
 
 
 def add_row(form: QFormLayout, label: str, widget: QWidget, tip: str = "") -> None:
