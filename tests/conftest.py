@@ -56,3 +56,13 @@ def tiny_unet():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def no_shipped_models(tmp_path_factory, monkeypatch):
+    """Hide the shipped zoo, for tests about what happens with only user models."""
+    from napari_wgan_denoise.models import registry
+
+    empty = tmp_path_factory.mktemp("no_shipped")
+    monkeypatch.setattr(registry, "SHIPPED_DIR", empty)
+    return empty

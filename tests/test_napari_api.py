@@ -49,7 +49,7 @@ def test_families_from_names():
         family_members("zz", names)
 
 
-def test_families_from_the_registry(tiny_gray, tiny_rgb):
+def test_families_from_the_registry(tiny_gray, tiny_rgb, no_shipped_models):
     assert list_families() == []
     with pytest.raises(ValueError, match=r"\(none installed\)"):
         family_members("fluo")
@@ -63,7 +63,7 @@ def test_families_from_the_registry(tiny_gray, tiny_rgb):
     assert default_family_for(3) == "cells"
 
 
-def test_default_model_preference(tiny_gray, tiny_rgb):
+def test_default_model_preference(tiny_gray, tiny_rgb, no_shipped_models):
     assert default_model_for(1) is None and default_model_for(3) is None
     save_user_model(tiny_rgb, "aaa-rgb")
     save_user_model(tiny_gray, "zzz-gray")
@@ -164,7 +164,7 @@ def test_quality_metrics_per_plane(rng):
 # ----------------------------------------------------------------------------- console API
 
 
-def test_denoise_layer_without_viewer(twins, rng):
+def test_denoise_layer_without_viewer(twins, rng, no_shipped_models):
     from napari.layers import Image
 
     from napari_wgan_denoise.napari import denoise_layer
@@ -207,7 +207,7 @@ def test_denoise_layer_rgba_keeps_alpha(twins, rng):
     np.testing.assert_array_equal(out.data[..., 3], data[..., 3])
 
 
-def test_denoise_layer_without_any_model(rng):
+def test_denoise_layer_without_any_model(rng, no_shipped_models):
     from napari.layers import Image
 
     from napari_wgan_denoise.napari import denoise_layer

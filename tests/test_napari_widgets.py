@@ -129,7 +129,7 @@ def test_denoise_widget_stack_and_current_slice(make_napari_viewer, qtbot, model
     np.testing.assert_allclose(preview.data[0], full.data[2], rtol=1e-5, atol=1e-3)
 
 
-def test_rgb_layer_greys_out_gray_models(make_napari_viewer, qtbot, models, rng):
+def test_rgb_layer_greys_out_gray_models(make_napari_viewer, qtbot, models, rng, no_shipped_models):
     viewer = make_napari_viewer()
     gray = viewer.add_image(rng.integers(0, 255, (40, 40), dtype=np.uint8), name="gray")
     rgb = viewer.add_image(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8), name="rgb")
@@ -246,7 +246,9 @@ def test_current_slice_outside_layer_is_reported(make_napari_viewer, qtbot, mode
     assert len(viewer.layers) == 2
 
 
-def test_compare_widget_adds_three_layers_grid_and_metrics(make_napari_viewer, qtbot, models, rng):
+def test_compare_widget_adds_three_layers_grid_and_metrics(
+    make_napari_viewer, qtbot, models, rng, no_shipped_models
+):
     viewer = make_napari_viewer()
     clean = _uint16_image(np.random.default_rng(1), (64, 64))
     noisy = np.clip(clean + rng.normal(0, 200, clean.shape), 0, 65535).astype(np.uint16)
@@ -308,7 +310,7 @@ def test_compare_widget_current_slice_of_rgb_stack(make_napari_viewer, qtbot, mo
     assert grid_of(viewer).enabled and layer in viewer.layers
 
 
-def test_compare_widget_without_family(make_napari_viewer, tiny_gray, rng):
+def test_compare_widget_without_family(make_napari_viewer, tiny_gray, rng, no_shipped_models):
     save_user_model(tiny_gray, "lonely-mse")
     viewer = make_napari_viewer()
     viewer.add_image(rng.random((32, 32)), name="x")
@@ -318,7 +320,9 @@ def test_compare_widget_without_family(make_napari_viewer, tiny_gray, rng):
     assert "-mse and a -wgan" in widget.status.text()
 
 
-def test_widgets_preselect_the_default_model_and_family(make_napari_viewer, tiny_gray, tiny_rgb):
+def test_widgets_preselect_the_default_model_and_family(
+    make_napari_viewer, tiny_gray, tiny_rgb, no_shipped_models
+):
     for name in ("gray-mse", "gray-wgan", "fluo-mse-fast", "fluo-wgan-fast"):
         save_user_model(tiny_gray, name)
     save_user_model(tiny_rgb, "cells-wgan-fast")
@@ -333,7 +337,9 @@ def test_widgets_preselect_the_default_model_and_family(make_napari_viewer, tiny
     assert denoise.model_picker.value() == "cells-wgan-fast"
 
 
-def test_one_click_action_uses_default_model(make_napari_viewer, qtbot, tiny_gray, rng):
+def test_one_click_action_uses_default_model(
+    make_napari_viewer, qtbot, tiny_gray, rng, no_shipped_models
+):
     from napari._app_model import get_app_model
 
     from napari_wgan_denoise.napari import _actions

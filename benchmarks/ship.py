@@ -1,0 +1,46 @@
+"""Copy trained models into the package's weights/ with held-out evaluation in their cards.
+
+Usage (from the repository root)::
+
+    python benchmarks/ship.py runs/zoo/fluo-mse-fast runs/zoo/fluo-wgan-fast \
+        --noisy runs/fmd_val/noisy --clean runs/fmd_val/clean --label fmd_confocal_fov3_11
+    python benchmarks/ship.py runs/zoo/cells-mse-fast --clean ../shared/data/cells/cellavision_train \
+        --last 12 --sigma 25 --sigma 35 --sigma 50 --label cellavision_077_088
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from napari_wgan_denoise import load_model, save_model
+from napari_wgan_denoise.evaluation import evaluate
+from napari_wgan_denoise.models.registry import SHIPPED_DIR
+
+
+def main() -> None:
+    """Evaluate each model on held-out data, record it in the card and copy it to weights/."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--clean", required=True)
+    ap.add_argument("--noisy")
+    ap.add_argument("--sigma", type=float, action="append")
+    ap.add_argument("--last", type=int)
+    ap.add_argument("--label", required=True)
+    args = ap.parse_args()
+    for path in args.models:
+        model = load_model(path)
+        results = {}
+        for sigma in args.sigma or [None]:
+            (row,) = evaluate([model], clean=args.clean, noisy=args.noisy, sigma=sigma,
+                              last=args.last, seed=0)
+            key = args.label if sigma is None else f"{args.label}_sigma{sigma:g}"
+            results[key] = {k: row[k] for k in ("n", "psnr", "ssim", "grad_ratio", "noisy_psnr")}
+            print(model.name, key, results[key])
+        metrics = dict(model.card.get("metrics") or {})
+        metrics.setdefault("held_out", {}).update(results)
+        save_model(model, SHIPPED_DIR / Path(path).name, metrics=metrics)
+
+
+if __name__ == "__main__":
+    main()
