@@ -4,7 +4,8 @@ Usage (from the repository root)::
 
     python benchmarks/ship.py runs/zoo/fluo-mse-fast runs/zoo/fluo-wgan-fast \
         --noisy runs/fmd_val/noisy --clean runs/fmd_val/clean --label fmd_confocal_fov3_11
-    python benchmarks/ship.py runs/zoo/cells-mse-fast --clean ../shared/data/cells/cellavision_train \
+    python benchmarks/ship.py runs/zoo/cells-mse-fast \
+        --clean ../shared/data/cells/cellavision_train \
         --last 12 --sigma 25 --sigma 35 --sigma 50 --label cellavision_077_088
 """
 
@@ -32,8 +33,9 @@ def main() -> None:
         model = load_model(path)
         results = {}
         for sigma in args.sigma or [None]:
-            (row,) = evaluate([model], clean=args.clean, noisy=args.noisy, sigma=sigma,
-                              last=args.last, seed=0)
+            (row,) = evaluate(
+                [model], clean=args.clean, noisy=args.noisy, sigma=sigma, last=args.last, seed=0
+            )
             key = args.label if sigma is None else f"{args.label}_sigma{sigma:g}"
             results[key] = {k: row[k] for k in ("n", "psnr", "ssim", "grad_ratio", "noisy_psnr")}
             print(model.name, key, results[key])

@@ -138,3 +138,36 @@ def test_shipped_models_load_and_fit_budget():
         assert size <= 8 * 2**20, entry.name
         assert model.card["training"]["iterations"] > 0 and model.card.get("modality")
     assert total <= 60 * 2**20
+
+
+def test_denoise_zarr_store(tiny_gray, tmp_path, rng):
+    """`wgan-denoise denoise` reads and writes zarr stores chunk by chunk."""
+    zarr = pytest.importorskip("zarr")
+    from napari_wgan_denoise import denoise
+
+    save_model(tiny_gray, tmp_path / "m")
+    stack = (rng.random((3, 40, 40)) * 3000).astype(np.uint16)
+    store = zarr.open(
+        str(tmp_path / "in.zarr"),
+        mode="w",
+        shape=stack.shape,
+        chunks=(1, 40, 40),
+        dtype=stack.dtype,
+    )
+    store[:] = stack
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "in.zarr"),
+                "-o",
+                str(tmp_path / "out"),
+                "--model",
+                str(tmp_path / "m"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    result = np.asarray(zarr.open(str(tmp_path / "out" / "in.zarr"), mode="r")[:])
+    np.testing.assert_array_equal(result, denoise(stack, tiny_gray))

@@ -36,13 +36,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _output_path(src: Path, outdir: Path) -> Path:
-    return outdir / (src.stem + ".tif")
+    from .inference.lazy import is_zarr_path
+
+    return outdir / src.name if is_zarr_path(src) else outdir / (src.stem + ".tif")
 
 
 def _cmd_denoise(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .inference import denoise
+    from .inference.lazy import denoise_lazy, is_zarr_path
     from .io import read_image, write_tiff
     from .models.registry import load_model
 
@@ -51,7 +54,7 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     targets = [_output_path(p, outdir) for p in inputs]
     for src, dst in zip(inputs, targets):
-        if not src.is_file():
+        if not (src.exists() if is_zarr_path(src) else src.is_file()):
             raise FileNotFoundError(f"Input file {src} does not exist.")
         if dst.exists() and not args.overwrite:
             raise FileExistsError(f"{dst} already exists; pass --overwrite to replace it.")
@@ -63,7 +66,6 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
             "denoise them into different folders."
         )
     for src, dst in zip(inputs, targets):
-        data = read_image(src)
         with tqdm(total=1, desc=src.name, unit="tile", disable=args.quiet, file=sys.stderr) as bar:
 
             def progress(done: int, total: int, bar=bar) -> None:
@@ -71,16 +73,18 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
                 bar.n = done
                 bar.refresh()
 
-            result = denoise(
-                data,
-                model,
+            options = dict(
                 axes=args.axes,
                 tile_size=args.tile_size,
                 overlap=args.overlap,
                 device=args.device,
                 progress=progress,
             )
-        write_tiff(dst, result, overwrite=args.overwrite)
+            if is_zarr_path(src):  # chunk by chunk, zarr (OME-Zarr) in and out
+                denoise_lazy(src, model, out=dst, overwrite=args.overwrite, **options)
+            else:
+                result = denoise(read_image(src), model, **options)
+                write_tiff(dst, result, overwrite=args.overwrite)
         if not args.quiet:
             print(f"{src} -> {dst}")
     return 0
@@ -99,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("denoise", help="denoise image files into TIFFs")
-    p.add_argument("inputs", nargs="+", help="TIFF, PNG or JPEG files")
+    p.add_argument("inputs", nargs="+", help="TIFF, PNG or JPEG files, or .zarr stores")
     p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     p.add_argument("--model", required=True, help="registered model name or NAME.safetensors path")
     p.add_argument("--tile-size", type=int, default=None)
@@ -110,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_denoise)
 
+    from .benchmark import register_cli as register_benchmark
     from .demo import register_cli as register_demo
     from .evaluation import register_cli as register_evaluate
     from .training.cli import register_cli as register_train
@@ -119,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_finetune(sub)
     register_evaluate(sub)
     register_demo(sub)
+    register_benchmark(sub)
     return parser
 
 
@@ -131,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wgan-denoise: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, MemoryError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, MemoryError, ImportError) as exc:
         print(f"wgan-denoise: error: {exc}", file=sys.stderr)
         return 2
 

@@ -247,6 +247,7 @@ def denoise(
     if progress is not None:
         progress(0, state["total"])
     batch = batch_for(tile)
+    rows = max(1, (1 << 20) // width)
     try:
         for plane_no, index in enumerate(np.ndindex(*leading)):
             plane = view[index]
@@ -290,8 +291,12 @@ def denoise(
                     state["total"] = done_before + (n_planes - plane_no) * count_tiles(
                         height, width, tile, overlap, multiple
                     )
+            del x
             y = np.moveaxis(y, 0, -1) if plan.rgb else y[0]
-            out_view[index] = from_network(y, lo, hi, arr.dtype)
+            target = out_view[index]
+            for r in range(0, height, rows):  # in bands: no plane-sized float temporary
+                target[r : r + rows] = from_network(y[r : r + rows], lo, hi, arr.dtype)
+            del y, target
     finally:
         original.train(was_training)
     return out
