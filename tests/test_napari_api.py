@@ -216,7 +216,7 @@ def test_denoise_layer_without_any_model(rng, no_shipped_models):
         denoise_layer(Image(rng.random((16, 16))))
 
 
-def test_compare_layer_without_viewer(twins, rng):
+def test_compare_layer_without_viewer(twins, rng, no_shipped_models):
     from napari.layers import Image
 
     from napari_wgan_denoise.napari import compare_layer
@@ -287,3 +287,21 @@ def test_current_slice_of_a_layer_with_fewer_dims_than_the_viewer(make_napari_vi
     result = compare_layer(zyx, "tiny", reference=plane, current_slice=True, grid=False)
     assert result.mse.data.shape == (1, 16, 16) and not grid_of(viewer).enabled
     assert np.isfinite(result.metrics["tiny-wgan"]["psnr"])
+
+
+def test_shipped_default_model_on_the_sample(make_napari_viewer):
+    """End to end with the real zoo: open the bundled sample, denoise with the default model."""
+    from napari_wgan_denoise.metrics import psnr
+    from napari_wgan_denoise.models.families import default_model_for
+    from napari_wgan_denoise.napari import denoise_layer
+
+    if default_model_for(1) is None:
+        pytest.skip("no shipped gray model")
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-wgan-denoise", "fluorescence")
+    noisy = next(lyr for lyr in layers if "clean" not in lyr.name)
+    clean = next(lyr for lyr in layers if "clean" in lyr.name)
+    out = denoise_layer(noisy, viewer=viewer)
+    assert out in viewer.layers and out.data.dtype == noisy.data.dtype
+    assert out.metadata["napari_wgan_denoise"]["model"] == default_model_for(1)
+    assert psnr(clean.data, out.data) > psnr(clean.data, noisy.data) + 3

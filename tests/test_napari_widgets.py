@@ -291,7 +291,9 @@ def test_compare_widget_adds_three_layers_grid_and_metrics(
     )
 
 
-def test_compare_widget_current_slice_of_rgb_stack(make_napari_viewer, qtbot, models, rng):
+def test_compare_widget_current_slice_of_rgb_stack(
+    make_napari_viewer, qtbot, models, rng, no_shipped_models
+):
     viewer = make_napari_viewer()
     data = rng.integers(0, 255, (3, 40, 40, 3), dtype=np.uint8)
     layer = viewer.add_image(data, name="rgbstack", rgb=True)
@@ -356,7 +358,7 @@ def test_one_click_action_uses_default_model(
     assert out.metadata["napari_wgan_denoise"]["model"] == "fluo-wgan-fast"
 
 
-def test_one_click_action_without_models(make_napari_viewer, notifications, rng):
+def test_one_click_action_without_models(make_napari_viewer, notifications, rng, no_shipped_models):
     from napari_wgan_denoise.napari._actions import start_default_denoise
 
     viewer = make_napari_viewer()

@@ -65,6 +65,10 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
             "Two inputs share a file name stem and would write the same output; "
             "denoise them into different folders."
         )
+    from .inference.distributed import run_distributed, wants_distributed
+
+    if wants_distributed(args):
+        return run_distributed(args, model.path, inputs, targets)
     for src, dst in zip(inputs, targets):
         with tqdm(total=1, desc=src.name, unit="tile", disable=args.quiet, file=sys.stderr) as bar:
 
@@ -112,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axes", default=None, help="axis letters, e.g. TZYX or YXC")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
+    from .inference.distributed import add_distributed_arguments
+
+    add_distributed_arguments(p)
     p.set_defaults(func=_cmd_denoise)
 
     from .benchmark import register_cli as register_benchmark

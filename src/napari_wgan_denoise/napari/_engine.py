@@ -5,18 +5,31 @@ Qt lives here: preparing a job from a layer (whole layer or the current slice), 
 core ``denoise`` as a generator that yields progress, building the output layers with the
 input's placement and contrast, and the ``|MSE - WGAN|`` difference and quality metrics of
 the Compare widget.
+
+A lazily loaded layer (its data a dask or zarr array, e.g. opened from a large zarr store)
+denoised whole is processed chunk by chunk with
+:func:`~napari_wgan_denoise.inference.lazy.denoise_lazy` into a zarr store in the output
+cache folder (:func:`output_cache_dir`; OME-Zarr when the layer was read from an OME-Zarr
+image), and the output layer is a dask array backed by that store: the layer is never
+loaded whole. ``layer.metadata["napari_wgan_denoise"]["store"]`` records the store's path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import queue
+import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -185,6 +198,7 @@ class LayerJob:
     slice_at: tuple[int, ...] | None
     layer_kwargs: dict[str, Any]
     shape: tuple[int, ...]
+    ome_source: str | None = None  # the OME-Zarr image the layer was read from, if any
 
     def read(self) -> np.ndarray:
         """Load the selected data as a numpy array (call from the worker thread)."""
@@ -284,7 +298,28 @@ def prepare_job(
         slice_at=slice_at,
         layer_kwargs=kwargs,
         shape=shape,
+        ome_source=_ome_source(layer, shape),
     )
+
+
+def _ome_source(layer: Image, shape: tuple[int, ...]) -> str | None:
+    """The path of the OME-Zarr image a lazily loaded layer was read from (its level 0 has
+    the layer's shape), or None."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or not is_lazy_data(layer.data):
+        return None
+    try:
+        from ..inference.lazy import _multiscales, is_zarr_path, open_zarr
+
+        if not is_zarr_path(path) or not Path(path).is_dir():
+            return None
+        node = open_zarr(path)
+        ms, _ = _multiscales(dict(getattr(node, "attrs", {})))
+        if not ms or tuple(node[ms[0]["datasets"][0]["path"]].shape) != shape:
+            return None
+        return str(path)
+    except Exception:  # noqa: BLE001 - not an OME-Zarr image we can copy metadata from
+        return None
 
 
 def check_fits(model_channels: int, job: LayerJob, model_name: str) -> None:
@@ -321,6 +356,7 @@ def iter_denoise(
     *,
     cancel: Any | None = None,
     lock: threading.Lock | None = None,
+    function: Callable[..., Any] = denoise,
     **options: Any,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Run the core ``denoise`` and yield its ``(done, total)`` tile progress as it goes.
@@ -328,6 +364,8 @@ def iter_denoise(
     The computation runs in a helper thread so that progress can be yielded while a plane
     is being processed; the generator returns the denoised array (``yield from`` gives it)
     and re-raises whatever ``denoise`` raised. Closing the generator early cancels the run.
+    ``function`` replaces ``denoise`` by another function with its progress and cancel
+    arguments (``denoise_lazy``).
     """
     updates: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
     stop = threading.Event()
@@ -336,7 +374,7 @@ def iter_denoise(
     def work() -> None:
         try:
             with lock if lock is not None else nullcontext():
-                outcome["result"] = denoise(
+                outcome["result"] = function(
                     array,
                     model,
                     progress=lambda done, total: updates.put((done, total)),
@@ -466,6 +504,79 @@ def _denoise_data(
     return out
 
 
+def is_lazy_data(data: Any) -> bool:
+    """True for a dask array or a zarr array (data that napari loads lazily)."""
+    da = sys.modules.get("dask.array")
+    if da is not None and isinstance(data, da.Array):
+        return True
+    mod = type(data).__module__
+    return mod.startswith("zarr") and hasattr(data, "chunks") and hasattr(data, "shape")
+
+
+def output_cache_dir() -> Path:
+    """Where lazily denoised layers are written: ``$NAPARI_WGAN_DENOISE_CACHE`` if set,
+    else ``~/.cache/napari-wgan-denoise/outputs``. Delete old stores there when done."""
+    env = os.environ.get("NAPARI_WGAN_DENOISE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "napari-wgan-denoise" / "outputs"
+
+
+def output_store_path(layer_name: str, model_name: str, *, ome: bool = False) -> Path:
+    """A new store path ``<cache>/<layer>-<model>-<timestamp>.zarr`` (``.ome.zarr``)."""
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "layer"
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    suffix = ".ome.zarr" if ome else ".zarr"
+    return output_cache_dir() / f"{safe(layer_name)}-{safe(model_name)}-{stamp}{suffix}"
+
+
+def _runs_lazily(job: LayerJob) -> bool:
+    """Whether a job is processed chunk by chunk into a zarr store: the whole of a dask or
+    zarr layer (not RGBA, whose alpha is carried over in memory), dask and zarr installed."""
+    if job.slice_at is not None or not is_lazy_data(job.source):
+        return False
+    if job.rgb and job.shape[-1] == 4:
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("dask", "zarr"))
+
+
+def _denoise_lazily(
+    job: LayerJob,
+    model: DenoiseModel,
+    name: str,
+    cache: ModelCache,
+    *,
+    cancel: Any,
+    options: dict[str, Any],
+) -> Generator[Step, None, tuple[Any, Path]]:
+    """Denoise a lazy layer chunk by chunk into a new store in the output cache folder;
+    returns the output as a dask array backed by the store, and the store's path."""
+    from ..inference.lazy import _remove, denoise_lazy
+
+    store = output_store_path(job.name, name, ome=job.ome_source is not None)
+    out = yield from _scaled(
+        iter_denoise(
+            job.source,
+            model,
+            cancel=cancel,
+            lock=cache.lock_for(model),
+            function=denoise_lazy,
+            out=store,
+            like=job.ome_source,
+            **options,
+        ),
+        0.0,
+        1.0,
+        f"Denoising {job.name} with {name} (chunk by chunk)",
+    )
+    if cancel is not None and cancel.is_set():
+        _remove(store)
+    return out, store
+
+
 def run_denoise(
     job: LayerJob,
     model: str | DenoiseModel,
@@ -486,8 +597,25 @@ def run_denoise(
     if find_entry(name) is None:  # a model object or a file path: use the card's name
         name = dmodel.name
     check_fits(dmodel.channels, job, name)
-    data = job.read()
     options = {"device": device, "tile_size": tile_size, "batch_size": batch_size}
+    extra: dict[str, Any] = {}
+    if _runs_lazily(job):
+        out, store = yield from _denoise_lazily(
+            job, dmodel, name, cache, cancel=cancel, options=options
+        )
+        extra["store"] = str(store)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Denoising was cancelled; no layer was added.")
+        yield 1.0, "Done"
+        return DenoiseResult(
+            job=job,
+            model_name=name,
+            card_hash=dmodel.card_hash,
+            data=out,
+            settings=_settings(job, device, tile_size, batch_size),
+            extra=extra,
+        )
+    data = job.read()
     out = yield from _denoise_data(
         data,
         dmodel,
