@@ -103,8 +103,13 @@ class LayerPicker(QComboBox):
                 self.addItem("(none)" if lyr is None else lyr.name)
             if current is not None and current in layers:
                 self.setCurrentIndex(layers.index(current))
-            elif layers:
-                self.setCurrentIndex(0)
+            elif layers:  # prefer the user's own data over this plugin's outputs
+                inputs = [
+                    i
+                    for i, lyr in enumerate(layers)
+                    if lyr is not None and _engine.METADATA_KEY not in lyr.metadata
+                ]
+                self.setCurrentIndex(inputs[0] if inputs and not self.allow_none else 0)
         finally:
             self._refreshing = False
         if self.layer() is not current:
