@@ -146,3 +146,14 @@ def test_finetune_cli(tiny_gray, rng, tmp_path):
     assert load_model(tmp_path / "ft").card["finetune"]["mode"] == "paired"
     assert "ft-cli" in list_models()
     assert main(argv) == 2  # no overwrite
+
+
+def test_batch_norm_statistics_are_frozen(tiny_unet, rng):
+    """Fine-tuning on a few small batches must not overwrite BN running statistics."""
+    import torch
+
+    noisy, clean = _stack(rng, n=4)
+    before = {k: v.clone() for k, v in tiny_unet.network.state_dict().items() if "running" in k}
+    model = finetune(tiny_unet, noisy, mode="paired", clean=clean, save=False, **SMALL)
+    after = {k: v for k, v in model.network.state_dict().items() if "running" in k}
+    assert before and all(torch.equal(before[k], after[k]) for k in before)

@@ -51,6 +51,15 @@ def _normalise(
     return np.ascontiguousarray(x), (lo, hi)
 
 
+def _finetune_mode(network: torch.nn.Module) -> None:
+    """Train mode with batch-norm statistics frozen: a few small batches from one stack
+    would otherwise overwrite the running statistics learnt on the whole training set."""
+    network.train()
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def _default_references(model: DenoiseModel) -> list[np.ndarray]:
     """Clean images that ship with the package (or scikit-image) for the model's modality."""
     from ..data import samples
@@ -321,7 +330,8 @@ def finetune(
             t = torch.from_numpy(x)[None].to(device_obj)
             t = torch.nn.functional.pad(t, (0, (-w) % mult, 0, (-h) % mult), mode="reflect")
             out = net(t)[0, :, :h, :w].float().cpu().numpy()
-            net.train(was)
+            if was:
+                _finetune_mode(net)
             return out
 
     def surrogates() -> list[np.ndarray]:
@@ -451,6 +461,7 @@ def finetune(
 
     current = surrogates() if mode == "two-stage" else targets
     trainer = Trainer(cfg, build_source(current), init=model)
+    _finetune_mode(trainer.generator)
     device_obj = trainer.device
     metric_name, before = validate_now()
     higher_better = metric_name == "val_psnr"
