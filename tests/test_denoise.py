@@ -191,3 +191,37 @@ def test_denoise_by_name_and_path(tiny_gray, tmp_path, rng):
     np.testing.assert_allclose(denoise(img, str(tmp_path / "m.safetensors")), ref, atol=1e-6)
     save_user_model(tiny_gray, "tiny-user")
     np.testing.assert_allclose(denoise(img, "tiny-user"), ref, atol=1e-6)
+
+
+class _PixelBudget(torch.nn.Module):
+    """A real network that, like a GPU, runs out of memory above a pixel budget per call."""
+
+    def __init__(self, inner: torch.nn.Module, budget: int) -> None:
+        super().__init__()
+        self.inner, self.budget = inner, budget
+        self.channels = getattr(inner, "channels", 1)
+        self.receptive_radius = inner.receptive_radius
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape))
+        if x.shape[0] * x.shape[-2] * x.shape[-1] > self.budget:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def test_out_of_memory_halves_batch_then_tile(tiny_gray, rng):
+    img = _noisy(rng, (300, 300), np.float32)
+    reference = denoise(img, tiny_gray, tile_size=1024)
+    limited = _PixelBudget(tiny_gray.network, budget=120 * 120)
+    out = denoise(img, limited, tile_size=256, batch_size=4)
+    span = float(img.max() - img.min())
+    assert np.abs(out - reference).max() <= 1e-4 * span
+    sizes = [s for s in limited.calls]
+    assert sizes[0][0] == 4 and min(s[-1] for s in sizes) < 256  # batch, then tile shrank
+
+
+def test_out_of_memory_with_no_room_left_is_a_clear_error(tiny_gray, rng):
+    limited = _PixelBudget(tiny_gray.network, budget=10)
+    with pytest.raises(MemoryError, match="Not enough memory"):
+        denoise(_noisy(rng, (64, 64), np.float32), limited)
