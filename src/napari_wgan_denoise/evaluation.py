@@ -80,7 +80,7 @@ import numpy as np
 
 from . import metrics
 from .errors import Cancelled
-from .io import IMAGE_SUFFIXES, read_image
+from .io import IMAGE_SUFFIXES, files_by_stem, read_image
 
 ProgressFn = Callable[[int, int], Any]
 NoteFn = Callable[[str], Any]
@@ -159,8 +159,8 @@ def _peak_offset(clean: np.ndarray) -> tuple[float, float]:
 
 def _pair(clean_files: list[Path], noisy_dir: Path) -> list[tuple[Path, Path]]:
     noisy_files = _list_images(noisy_dir, "noisy")
-    clean_by = _by_stem(clean_files, "clean")
-    noisy_by = _by_stem(noisy_files, "noisy")
+    clean_by = files_by_stem(clean_files, "clean")
+    noisy_by = files_by_stem(noisy_files, "noisy")
     only_clean = sorted(set(clean_by) - set(noisy_by))
     only_noisy = sorted(set(noisy_by) - set(clean_by))
     if only_clean or only_noisy:
@@ -175,18 +175,6 @@ def _pair(clean_files: list[Path], noisy_dir: Path) -> list[tuple[Path, Path]]:
             + "."
         )
     return [(clean_by[s], noisy_by[s]) for s in sorted(clean_by)]
-
-
-def _by_stem(files: list[Path], what: str) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for p in files:
-        if p.stem in out:
-            raise ValueError(
-                f"The {what} folder has two images named {p.stem!r} ({out[p.stem].name}, "
-                f"{p.name}); paired mode matches by name, so keep one."
-            )
-        out[p.stem] = p
-    return out
 
 
 def _names(by: dict[str, Path], stems: list[str], most: int = 20) -> str:

@@ -33,6 +33,20 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     )
 
 
+def files_by_stem(paths: list[Path], role: str) -> dict[str, Path]:
+    """Index image files by name without extension, for matching noisy/clean pairs; two
+    files of one folder with the same stem (``a.png``, ``a.tif``) are an error."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in out:
+            raise ValueError(
+                f"The {role} folder has two images named {p.stem!r} ({out[p.stem].name}, "
+                f"{p.name}); pairs are matched by file name without extension, so keep one."
+            )
+        out[p.stem] = p
+    return out
+
+
 def write_tiff(path: str | os.PathLike[str], data: np.ndarray, *, overwrite: bool = False) -> Path:
     """Write ``data`` as TIFF with its own dtype, atomically; refuse to replace an existing
     file unless ``overwrite``."""

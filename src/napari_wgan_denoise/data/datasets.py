@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..inference.normalise import intensity_range
-from ..io import IMAGE_SUFFIXES, TIFF_SUFFIXES, read_image
+from ..io import IMAGE_SUFFIXES, TIFF_SUFFIXES, files_by_stem, read_image
 from .noise import NoiseModel, parse_noise
 
 __all__ = [
@@ -806,18 +806,6 @@ def _build_synthetic(
     return src, matched
 
 
-def _by_stem(paths: list[Path], role: str) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in out:
-            raise ValueError(
-                f"The {role} folder has two files named {p.stem!r} ({out[p.stem].name}, "
-                f"{p.name}); pairs are matched by name without extension, so keep one."
-            )
-        out[p.stem] = p
-    return out
-
-
 def _pair_planes(
     noisy: _ImageFile, clean: _ImageFile, group: str, label: str
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -843,8 +831,8 @@ def _pair_planes(
 def _build_paired(
     noisy_dir: Path, clean_dir: Path, channels: int | None, split: dict[str, Any]
 ) -> tuple[PairedSource, set[str]]:
-    noisy = _by_stem(_list_images(noisy_dir, "noisy"), "noisy")
-    clean = _by_stem(_list_images(clean_dir, "clean"), "clean")
+    noisy = files_by_stem(_list_images(noisy_dir, "noisy"), "noisy")
+    clean = files_by_stem(_list_images(clean_dir, "clean"), "clean")
     only_noisy = sorted(set(noisy) - set(clean), key=_natural_key)
     only_clean = sorted(set(clean) - set(noisy), key=_natural_key)
     if only_noisy or only_clean:

@@ -59,6 +59,22 @@ def layer_channels(layer: Image) -> int:
     return 3 if getattr(layer, "rgb", False) else 1
 
 
+def model_choices(channels: int | None) -> list[tuple[str, str, str, bool]]:
+    """Picker choices ``(name, label, tooltip, fits)`` for every registered model; models
+    that do not fit a layer with ``channels`` (RGB vs gray) are marked as not fitting."""
+    from ..models.families import entry_fits
+
+    out = []
+    for entry in model_entries():
+        fits = channels is None or entry_fits(entry, channels)
+        tip = entry_tooltip(entry)
+        if not fits:
+            kind = "RGB" if channels == 3 else "gray"
+            tip = f"Does not fit the {kind} layer.\n{tip}"
+        out.append((entry.name, describe_entry(entry), tip, fits))
+    return out
+
+
 def describe_entry(entry: ModelEntry) -> str:
     """One-line label of a registry model for pickers: name, modality, size and channels."""
     bits = [entry.modality] if entry.modality else []

@@ -39,9 +39,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..inference.normalise import from_network, intensity_range
-from ..models.families import default_model_for, entry_fits
+from ..models.families import default_model_for
 from ..models.model import DenoiseModel
-from ..models.registry import list_models, load_model, model_entries
+from ..models.registry import list_models, load_model
 from . import _engine
 from ._qt_common import ChoicePicker, LayerPicker, RunnerWidget, add_row, refresh_model_pickers
 
@@ -591,16 +591,7 @@ class FinetuneWidget(RunnerWidget):
         return _engine.layer_channels(layer) if layer is not None else None
 
     def _model_choices(self) -> list[tuple[str, str, str, bool]]:
-        channels = self._channels()
-        out = []
-        for entry in model_entries():
-            fits = channels is None or entry_fits(entry, channels)
-            tip = _engine.entry_tooltip(entry)
-            if not fits:
-                kind = "RGB" if channels == 3 else "gray"
-                tip = f"Does not fit the {kind} layer.\n{tip}"
-            out.append((entry.name, _engine.describe_entry(entry), tip, fits))
-        return out
+        return _engine.model_choices(self._channels())
 
     def _preferred_model(self) -> str | None:
         channels = self._channels()

@@ -8,8 +8,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QWidget
 
-from ..models.families import default_model_for, entry_fits
-from ..models.registry import model_entries
+from ..models.families import default_model_for
 from . import _engine
 from ._qt_common import ChoicePicker, LayerPicker, RunnerWidget, add_row
 
@@ -46,16 +45,7 @@ class DenoiseWidget(RunnerWidget):
         return _engine.layer_channels(layer) if layer is not None else None
 
     def _model_choices(self) -> list[tuple[str, str, str, bool]]:
-        channels = self._channels()
-        out = []
-        for entry in model_entries():
-            fits = channels is None or entry_fits(entry, channels)
-            tip = _engine.entry_tooltip(entry)
-            if not fits:
-                kind = "RGB" if channels == 3 else "gray"
-                tip = f"Does not fit the {kind} layer.\n{tip}"
-            out.append((entry.name, _engine.describe_entry(entry), tip, fits))
-        return out
+        return _engine.model_choices(self._channels())
 
     def _preferred_model(self) -> str | None:
         channels = self._channels()

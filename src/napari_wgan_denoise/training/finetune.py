@@ -17,7 +17,7 @@ from ..inference.denoise import as_model, plan_axes
 from ..inference.normalise import intensity_range, to_network
 from ..models.model import DenoiseModel
 from ..models.registry import save_user_model
-from .trainer import TrainConfig, Trainer
+from .trainer import TrainConfig, Trainer, run_whole
 
 MODES = ("paired", "two-stage", "n2n")
 VAL_CROP = 256
@@ -321,18 +321,13 @@ def finetune(
     device_obj = torch.device("cpu")
 
     def run_network(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            net = model.network
-            was = net.training
-            net.eval()
-            mult = int(getattr(net, "size_multiple", 1))
-            h, w = x.shape[1:]
-            t = torch.from_numpy(x)[None].to(device_obj)
-            t = torch.nn.functional.pad(t, (0, (-w) % mult, 0, (-h) % mult), mode="reflect")
-            out = net(t)[0, :, :h, :w].float().cpu().numpy()
-            if was:
-                _finetune_mode(net)
-            return out
+        net = model.network
+        was = net.training
+        net.eval()
+        out = run_whole(net, x, device_obj)
+        if was:
+            _finetune_mode(net)
+        return out
 
     def surrogates() -> list[np.ndarray]:
         return [run_network(x) for x in inputs]

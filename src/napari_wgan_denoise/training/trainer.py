@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import torch
 
 from ..errors import Cancelled
 from ..inference.devices import resolve_device
+from ..metrics import psnr
 from ..models.architectures import build_critic
 from ..models.model import DenoiseModel, create_model, save_model
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -108,9 +108,16 @@ def learning_rate(config: TrainConfig, iteration: int) -> float:
     return config.lr if iteration < config.lr_drop_at * config.iterations else config.lr_final
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+def run_whole(network: torch.nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
+    """Run a network on one whole ``(C, H, W)`` image (mirror-padded to the network's size
+    multiple and cropped back), without tiling: for small validation and preview images."""
+    mult = int(getattr(network, "size_multiple", 1))
+    _, h, w = x.shape
+    t = torch.from_numpy(np.ascontiguousarray(x))[None].to(device)
+    if (-h) % mult or (-w) % mult:
+        t = torch.nn.functional.pad(t, (0, (-w) % mult, 0, (-h) % mult), mode="reflect")
+    with torch.no_grad():
+        return network(t)[0, :, :h, :w].float().cpu().numpy()
 
 
 @torch.no_grad()
@@ -123,18 +130,11 @@ def validate(
         return {}
     was = network.training
     network.eval()
-    mult = int(getattr(network, "size_multiple", 1))
     out, inp = [], []
     try:
         for noisy, clean in pairs:
-            _, h, w = noisy.shape
-            ph, pw = (-h) % mult, (-w) % mult
-            x = torch.from_numpy(np.ascontiguousarray(noisy))[None].to(device)
-            if ph or pw:
-                x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
-            y = network(x)[0, :, :h, :w].float().cpu().numpy()
-            out.append(_psnr(y, clean))
-            inp.append(_psnr(noisy, clean))
+            out.append(psnr(clean, run_whole(network, noisy, device), peak=1.0))
+            inp.append(psnr(clean, noisy, peak=1.0))
     finally:
         network.train(was)
     return {"val_psnr": float(np.mean(out)), "val_input_psnr": float(np.mean(inp))}
