@@ -20,22 +20,38 @@ from napari_wgan_denoise import (
 )
 from napari_wgan_denoise.models import ARCHITECTURES, build_critic, build_generator
 
+SMALL = {
+    "srresnet": {"n_blocks": 1, "features": 8},
+    "unet": {"features": 8},
+    "resunet": {"features": 8, "depth": 2},
+    "cascade": {"inpaint_features": 4, "inpaint_blocks": 1, "restore_features": 8},
+}
+
+
+def test_every_architecture_has_a_small_test_config():
+    assert set(SMALL) == set(ARCHITECTURES)
+
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("channels", [1, 3])
 def test_generator_keeps_shape(arch, channels):
-    net = build_generator(
-        arch, channels, {"features": 8} if arch == "unet" else {"n_blocks": 1, "features": 8}
-    )
+    net = build_generator(arch, channels, SMALL[arch])
     x = torch.rand(2, channels, 32, 48)
-    assert net(x).shape == x.shape
+    if ARCHITECTURES[arch].task == "restore":  # image + hole mask in, image out
+        x_in = torch.cat([x, torch.zeros(2, 1, 32, 48)], dim=1)
+        assert net(x_in).shape == x.shape
+    else:
+        assert net(x).shape == x.shape
 
 
-def test_generators_start_near_identity():
-    """Both generators predict a residual/noise map initialised to zero: output == input."""
-    for arch, cfg in [("srresnet", {"n_blocks": 1, "features": 8}), ("unet", {"features": 8})]:
-        net = build_generator(arch, 1, cfg).eval()
-        x = torch.rand(1, 1, 32, 32)
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_generators_start_near_identity(arch):
+    """Every generator predicts a residual map initialised to zero: output == input."""
+    net = build_generator(arch, 1, SMALL[arch]).eval()
+    x = torch.rand(1, 1, 32, 32)
+    if ARCHITECTURES[arch].task == "restore":
+        assert torch.allclose(net(torch.cat([x, torch.zeros_like(x)], 1)), x)
+    else:
         assert torch.allclose(net(x), x)
 
 

@@ -308,7 +308,7 @@ def resolve_models(
             dm = as_model(m)
             out.append((str(m) if isinstance(m, (str, Path)) else dm.name, dm))
         return out + (reference_models() if reference else [])
-    entries = model_entries()
+    entries = [e for e in model_entries() if e.task == "denoise"]
     if entries:
         return [(e.name, load_model(e.name)) for e in entries]
     return reference_models()

@@ -199,6 +199,12 @@ def denoise(
     true the call stops with :class:`~napari_wgan_denoise.errors.Cancelled`.
     """
     dmodel = as_model(model)
+    if dmodel.task != "denoise":
+        raise ValueError(
+            f"Model {dmodel.name} is a {dmodel.task} model (inpaint + deblur + denoise) that "
+            "needs a hole mask: use napari_wgan_denoise.restore(image, mask, model) or "
+            "`wgan-denoise restore`, or pick a denoising model."
+        )
     arr = np.asarray(array)
     _check_input(arr)
     plan = plan_axes(arr.shape, axes, dmodel.channels)

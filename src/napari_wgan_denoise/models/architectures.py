@@ -8,7 +8,9 @@ from typing import Any
 
 from torch import nn
 
+from .cascade import CascadeConfig, CascadeNetwork, InpaintCritic, InpaintCriticConfig
 from .critics import SRGANCritic, SRGANCriticConfig, UNetCritic, UNetCriticConfig
+from .resunet import ResUNetConfig, ResUNetGenerator
 from .srresnet import SRResNetConfig, SRResNetGenerator
 from .unet import UNetConfig, UNetGenerator
 
@@ -23,6 +25,7 @@ class Architecture:
     critic: type[nn.Module]
     critic_config: type
     description: str
+    task: str = "denoise"  # "denoise" (image -> image) or "restore" (image + mask -> image)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -41,6 +44,25 @@ ARCHITECTURES: dict[str, Architecture] = {
         UNetCritic,
         UNetCriticConfig,
         "seed 001: encoder-decoder with two long shortcuts, predicts the noise",
+    ),
+    # The seed-000 critic: the blog's WGAN-MSE / WGAN-VGG / ResUNet runs share one
+    # discriminator, and its three stride-2 layers suit any patch of 32 pixels or more.
+    "resunet": Architecture(
+        "resunet",
+        ResUNetGenerator,
+        ResUNetConfig,
+        SRGANCritic,
+        SRGANCriticConfig,
+        "seed 003: residual U-Net (ResUNet), output added to the input",
+    ),
+    "cascade": Architecture(
+        "cascade",
+        CascadeNetwork,
+        CascadeConfig,
+        InpaintCritic,
+        InpaintCriticConfig,
+        "seed 004: inpainting generator + deblurring-denoising auto-encoder (image + mask)",
+        task="restore",
     ),
 }
 

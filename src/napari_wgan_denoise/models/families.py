@@ -38,7 +38,9 @@ def split_model_name(name: str) -> tuple[str, str] | None:
 
 
 def _names(names: Iterable[str] | None) -> list[str]:
-    return list(names) if names is not None else [e.name for e in model_entries()]
+    if names is not None:
+        return list(names)
+    return [e.name for e in model_entries() if e.task == "denoise"]
 
 
 def _members(names: list[str]) -> dict[str, dict[str, str]]:
@@ -95,8 +97,8 @@ def family_members(family: str, names: Iterable[str] | None = None) -> tuple[str
 
 
 def entry_fits(entry: ModelEntry, channels: int) -> bool:
-    """Whether a registered model takes images with ``channels`` colours (1 gray, 3 RGB)."""
-    return entry.channels == channels
+    """Whether a registered denoiser takes images with ``channels`` colours (1 gray, 3 RGB)."""
+    return entry.channels == channels and entry.task == "denoise"
 
 
 def default_model_for(channels: int) -> str | None:

@@ -53,6 +53,11 @@ class DenoiseModel:
         return int(self.card["channels"])
 
     @property
+    def task(self) -> str:
+        """``"denoise"`` (image in, image out) or ``"restore"`` (image + hole mask in)."""
+        return card_task(self.card)
+
+    @property
     def normalisation(self) -> dict[str, Any]:
         """How input intensities are mapped for the network (see ``denoise``)."""
         return dict(self.card.get("normalisation") or DEFAULT_NORMALISATION)
@@ -74,6 +79,16 @@ class DenoiseModel:
         return self
 
 
+def card_task(card: dict[str, Any]) -> str:
+    """What a model described by ``card`` does: ``"denoise"`` or ``"restore"``."""
+    if card.get("task"):
+        return str(card["task"])
+    try:
+        return get_architecture(str(card.get("architecture"))).task
+    except ValueError:
+        return "denoise"
+
+
 def _config_dict(network: nn.Module) -> dict[str, Any]:
     cfg = getattr(network, "config", None)
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
@@ -87,6 +102,7 @@ def create_model(architecture: str = "srresnet", channels: int = 1, **config: An
         "format_version": CARD_FORMAT,
         "name": None,
         "architecture": architecture,
+        "task": get_architecture(architecture).task,
         "config": _config_dict(network),
         "channels": channels,
         "normalisation": dict(normalisation or DEFAULT_NORMALISATION),

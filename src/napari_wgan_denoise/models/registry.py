@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFileError
-from .model import DenoiseModel, load_model_file, model_paths, read_card, save_model
+from .model import DenoiseModel, card_task, load_model_file, model_paths, read_card, save_model
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -50,6 +50,11 @@ class ModelEntry:
     def architecture(self) -> str:
         """Architecture name in the registry."""
         return str(self.card.get("architecture", "?"))
+
+    @property
+    def task(self) -> str:
+        """``"denoise"`` for denoisers, ``"restore"`` for inpaint + deblur + denoise cascades."""
+        return card_task(self.card)
 
     @property
     def modality(self) -> str:

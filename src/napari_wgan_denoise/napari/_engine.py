@@ -59,14 +59,15 @@ def layer_channels(layer: Image) -> int:
     return 3 if getattr(layer, "rgb", False) else 1
 
 
-def model_choices(channels: int | None) -> list[tuple[str, str, str, bool]]:
-    """Picker choices ``(name, label, tooltip, fits)`` for every registered model; models
-    that do not fit a layer with ``channels`` (RGB vs gray) are marked as not fitting."""
-    from ..models.families import entry_fits
-
+def model_choices(channels: int | None, task: str = "denoise") -> list[tuple[str, str, str, bool]]:
+    """Picker choices ``(name, label, tooltip, fits)`` for every registered model of a task
+    (``"denoise"`` or ``"restore"``); models that do not fit a layer with ``channels`` (RGB
+    vs gray) are marked as not fitting."""
     out = []
     for entry in model_entries():
-        fits = channels is None or entry_fits(entry, channels)
+        if entry.task != task:
+            continue
+        fits = channels is None or entry.channels == channels
         tip = entry_tooltip(entry)
         if not fits:
             kind = "RGB" if channels == 3 else "gray"

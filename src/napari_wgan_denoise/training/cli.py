@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .trainer import LOSSES, TrainConfig, TrainState
+from .perceptual import VGG_ENV
+from .trainer import LOSSES, PERCEPTUAL_LOSSES, TrainConfig, TrainState
 
 DATA_KEYS = ("clean", "noisy", "fmd", "noise", "val_fraction", "val_names", "channels", "mix")
 CARD_KEYS = ("modality", "description")
@@ -56,10 +57,48 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "--noise",
         help="synthetic noise: gaussian:25, gaussian:0-55, poisson-gaussian:peak=5-500,read=0-0.05",
     )
-    p.add_argument("--architecture", choices=None, help="srresnet (seed 000) or unet (seed 001)")
+    from ..models.architectures import ARCHITECTURES
+
+    p.add_argument(
+        "--architecture",
+        choices=None,
+        help="generator: "
+        + "; ".join(
+            f"{name} ({arch.description})"
+            for name, arch in ARCHITECTURES.items()
+            if getattr(arch, "task", "denoise") == "denoise"
+        ),
+    )
     p.add_argument("--arch-config", help="generator config, e.g. n_blocks=16,features=64")
     p.add_argument("--critic-config", help="critic config, e.g. features=64")
-    p.add_argument("--loss", choices=LOSSES)
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        help="mse (ID-MSE), wgan (ID-MSE-WGAN), wgan-wf (its no-freezing ablation), vgg "
+        "(CNN-VGG: MSE + VGG feature loss, no critic), wgan-vgg (WGAN-VGG: + critic)",
+    )
+    p.add_argument(
+        "--mse-weight",
+        type=float,
+        help="weight of the pixel MSE term (1; 0 gives seed 003's pure CNN-VGG / WGAN-VGG)",
+    )
+    p.add_argument(
+        "--perceptual-weight",
+        type=float,
+        help="weight of the VGG feature loss for --loss vgg/wgan-vgg (1 = on the MSE's scale)",
+    )
+    p.add_argument(
+        "--vgg-weights",
+        metavar="PATH",
+        help="torchvision ImageNet VGG weights (vgg16-397923af.pth / vgg19-dcbb9e9d.pth, "
+        f".pth or .safetensors) for --loss vgg/wgan-vgg; default ${VGG_ENV}",
+    )
+    p.add_argument("--vgg-arch", choices=("vgg16", "vgg19"), help="VGG of the weights (vgg16)")
+    p.add_argument(
+        "--vgg-layers",
+        help="feature layers, e.g. relu1_2,relu2_2,relu3_3,relu4_3 (the VGG16 default, "
+        "seed 004) or relu5_4 (the VGG19 default, WGAN-VGG)",
+    )
     p.add_argument("--iterations", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--patch-size", type=int)
@@ -132,6 +171,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = settings.pop("resume", None)
     config = TrainConfig.from_dict(settings)
     config.validate()
+    if config.loss in PERCEPTUAL_LOSSES and not config.vgg_random_init:
+        from .perceptual import resolve_vgg_weights
+
+        resolve_vgg_weights(config.vgg_weights, config.vgg_arch)  # fail before loading data
     if not any(data.get(k) for k in PATH_KEYS):
         raise ValueError(
             "No training data: give --clean DIR with --noise, --noisy DIR with "
@@ -167,6 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         def progress(st: TrainState) -> None:
             bar.update(st.iteration - bar.n)
             post = {"loss": f"{st.g_loss:.3g}", "mse": f"{st.mse:.3g}"}
+            if st.perceptual == st.perceptual:
+                post["vgg"] = f"{st.perceptual:.3g}"
             if st.wasserstein == st.wasserstein:
                 post["W"] = f"{st.wasserstein:.3g}"
             if st.val_psnr is not None:

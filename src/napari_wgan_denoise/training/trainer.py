@@ -1,4 +1,5 @@
-"""The seed-000 training procedure (Algorithm 1): ID-MSE, ID-MSE-WGAN and its WF ablation."""
+"""The seed-000 training procedure (Algorithm 1): ID-MSE, ID-MSE-WGAN and its WF ablation,
+plus the perceptual (VGG feature) losses of seeds 003 and 004: CNN-VGG and WGAN-VGG."""
 
 from __future__ import annotations
 
@@ -19,8 +20,13 @@ from ..models.architectures import build_critic
 from ..models.model import DenoiseModel, create_model, save_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import critic_scores, gradient_penalty, patch_mse
+from .perceptual import PerceptualLoss
 
-LOSSES = ("mse", "wgan", "wgan-wf")
+LOSSES = ("mse", "wgan", "wgan-wf", "vgg", "wgan-vgg")
+#: Losses with a perceptual (VGG feature) term; ``vgg`` has no critic, ``wgan-vgg`` does.
+PERCEPTUAL_LOSSES = ("vgg", "wgan-vgg")
+#: Losses trained without a critic.
+CRITIC_FREE_LOSSES = ("mse", "vgg")
 
 
 @dataclass
@@ -28,7 +34,20 @@ class TrainConfig:
     """Every constant of a training run. Defaults are the paper's (seed 000, Gaussian
     denoising): 40x40 patches in batches of 128 for 50 epochs of 1772 batches, Adam with
     beta = (0, 0.9), lr 1e-4 dropping to 1e-5 after 60 % (30 of 50 epochs), gradient
-    penalty weight 10, adversarial weight 1.01, one critic step per generator step."""
+    penalty weight 10, adversarial weight 1.01, one critic step per generator step.
+
+    The generator loss is ``mse_weight * MSE + perceptual_weight * P + alpha * adv``, the
+    adversarial term only with a critic (``wgan``, ``wgan-wf``, ``wgan-vgg``) and ``P``
+    only for the perceptual losses (``vgg`` = CNN-VGG, ``wgan-vgg`` = WGAN-VGG). ``P`` is
+    the mean squared VGG feature distance (seed 004, eq. 2-3, see
+    :class:`~napari_wgan_denoise.training.perceptual.PerceptualLoss`); with
+    ``mse_reduction="sum"`` it is multiplied by the number of values in a patch (C*H*W),
+    exactly as the summed MSE is relative to the per-pixel mean, so
+    ``perceptual_weight = 1`` weighs it like the MSE under either reduction. The MSE term
+    stays in by default (``mse_weight = 1``, seed 004's form); seed 003's pure CNN-VGG /
+    WGAN-VGG is ``mse_weight = 0``. ``vgg_weights`` is torchvision's ImageNet VGG file (or
+    ``$NAPARI_WGAN_DENOISE_VGG``); ``vgg_layers`` defaults to relu1_2, relu2_2, relu3_3,
+    relu4_3 for VGG16 and relu5_4 for VGG19; ``vgg_random_init`` is for tests only."""
 
     architecture: str = "srresnet"
     arch_config: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +66,12 @@ class TrainConfig:
     critic_steps: int = 1
     critic_clip: tuple[float, float] | None = None
     mse_reduction: str = "sum"
+    mse_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    vgg_weights: str | None = None
+    vgg_arch: str = "vgg16"
+    vgg_layers: list[str] | None = None
+    vgg_random_init: bool = False
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -60,11 +85,24 @@ class TrainConfig:
         for name in ("iterations", "batch_size", "patch_size", "critic_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.loss != "mse" and self.patch_size < 32:
+        if self.loss not in CRITIC_FREE_LOSSES and self.patch_size < 32:
             raise ValueError(
                 f"The critic needs patches of at least 32 pixels; patch_size is "
                 f"{self.patch_size}. Use --patch-size 32 or more, or --loss mse."
             )
+        for name in ("mse_weight", "perceptual_weight"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.loss in PERCEPTUAL_LOSSES:
+            if self.vgg_arch not in ("vgg16", "vgg19"):
+                raise ValueError(f"vgg_arch must be vgg16 or vgg19, got {self.vgg_arch!r}.")
+            if float(self.perceptual_weight) == 0:
+                raise ValueError(
+                    f"--loss {self.loss} with perceptual_weight 0 has no perceptual term; "
+                    "use --loss mse or wgan instead."
+                )
+        elif self.loss in CRITIC_FREE_LOSSES and float(self.mse_weight) == 0:
+            raise ValueError("--loss mse with mse_weight 0 has nothing to minimise.")
         if not 0 <= self.lr_drop_at <= 1:
             raise ValueError(f"lr_drop_at must be between 0 and 1, got {self.lr_drop_at}.")
 
@@ -83,6 +121,12 @@ class TrainConfig:
         for key in ("betas", "critic_clip"):
             if values.get(key) is not None:
                 values[key] = tuple(float(v) for v in values[key])
+        if isinstance(values.get("vgg_layers"), str):
+            values["vgg_layers"] = [s.strip() for s in values["vgg_layers"].split(",") if s.strip()]
+        elif values.get("vgg_layers") is not None:
+            values["vgg_layers"] = [str(s) for s in values["vgg_layers"]]
+        if values.get("vgg_weights") is not None:
+            values["vgg_weights"] = str(values["vgg_weights"])
         return cls(**values)
 
 
@@ -99,6 +143,7 @@ class TrainState:
     d_loss: float = float("nan")
     wasserstein: float = float("nan")
     gp: float = float("nan")
+    perceptual: float = float("nan")
     val_psnr: float | None = None
     elapsed: float = 0.0
 
@@ -145,7 +190,9 @@ class Trainer:
 
     ``source`` must offer ``channels``, ``normalisation``, ``sample(batch, patch, generator)
     -> (noisy, clean)``, ``validation_pairs()`` and ``describe()`` (see
-    :mod:`napari_wgan_denoise.data.datasets`). All randomness (patches, noise, the
+    :mod:`napari_wgan_denoise.data.datasets`). For the perceptual losses the VGG weights
+    are loaded here, so a missing file fails before any training (``FileNotFoundError``
+    saying what to get). All randomness (patches, noise, the
     gradient-penalty eps) comes from one seeded CPU generator whose state is checkpointed,
     so a resumed run continues exactly as an uninterrupted one would.
     """
@@ -177,12 +224,20 @@ class Trainer:
         self.model.card["normalisation"] = dict(source.normalisation)
         self.generator = self.model.network.to(self.device).train()
         self.critic = None
-        if config.loss != "mse":
+        if config.loss not in CRITIC_FREE_LOSSES:
             self.critic = (
                 build_critic(self.model.architecture, source.channels, config.critic_config)
                 .to(self.device)
                 .train()
             )
+        self.perceptual: PerceptualLoss | None = None
+        if config.loss in PERCEPTUAL_LOSSES:
+            self.perceptual = PerceptualLoss(
+                config.vgg_weights,
+                arch=config.vgg_arch,
+                layers=config.vgg_layers,
+                random_init=config.vgg_random_init,
+            ).to(self.device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = None
         if self.critic is not None:
@@ -290,11 +345,19 @@ class Trainer:
         with self._autocast():
             estimate = self.generator(noisy).float()
         mse = patch_mse(estimate, clean, cfg.mse_reduction)
-        g_loss = mse
+        # x * 1.0 is exact, but skipping it keeps the MSE-only graph exactly as before.
+        g_loss = mse if cfg.mse_weight == 1.0 else cfg.mse_weight * mse
+        if self.perceptual is not None:
+            with self._autocast():
+                perceptual = self.perceptual(estimate, clean)
+            if cfg.mse_reduction == "sum":  # on the summed MSE's scale, see TrainConfig
+                perceptual = perceptual * estimate[0].numel()
+            g_loss = g_loss + cfg.perceptual_weight * perceptual
+            state["perceptual"] = perceptual.item()
         if self.critic is not None:
             with self._autocast():
                 adv = -critic_scores(self.critic, estimate, cfg.critic_clip).mean()
-            g_loss = mse + cfg.alpha * adv
+            g_loss = g_loss + cfg.alpha * adv
             state["adv"] = adv.item()
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -384,6 +447,11 @@ class Trainer:
                 else "cpu",
                 "wall_time_s": round(self.wall_time, 1),
                 "torch": torch.__version__,
+                **(
+                    {"perceptual": self.perceptual.describe()}
+                    if self.perceptual is not None
+                    else {}
+                ),
             },
             metrics={k: v for k, v in metrics.items() if v is not None},
         )
