@@ -2,12 +2,12 @@
 
 The public API needs neither napari nor Qt::
 
-    from napari_wgan_denoise import list_models, load_model, create_model, save_model, denoise
+    from napari_wgan_denoise import list_models, load_model, save_model, denoise, restore
 """
 
 from ._version import __version__
 from .errors import Cancelled, ModelFileError
-from .inference import available_devices, denoise
+from .inference import available_devices, denoise, restore
 from .models import (
     DenoiseModel,
     create_model,
@@ -27,6 +27,7 @@ __all__ = [
     "denoise",
     "list_models",
     "load_model",
+    "restore",
     "save_model",
     "save_user_model",
 ]

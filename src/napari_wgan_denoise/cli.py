@@ -17,11 +17,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if not entries:
         print("No models installed. Train one with `wgan-denoise train` or load a file by path.")
         return 0
-    rows = [("name", "architecture", "channels", "parameters", "source", "modality")]
+    rows = [("name", "task", "architecture", "channels", "parameters", "source", "modality")]
     for e in entries:
         rows.append(
             (
                 e.name,
+                e.task,
                 e.architecture,
                 "RGB" if e.channels == 3 else "gray",
                 f"{e.parameters:,}",
@@ -124,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .benchmark import register_cli as register_benchmark
     from .demo import register_cli as register_demo
     from .evaluation import register_cli as register_evaluate
+    from .training.cascade_cli import register_cli as register_cascade
     from .training.cli import register_cli as register_train
     from .training.finetune_cli import register_cli as register_finetune
 
     register_train(sub)
     register_finetune(sub)
+    register_cascade(sub)
     register_evaluate(sub)
     register_demo(sub)
     register_benchmark(sub)

@@ -99,8 +99,10 @@ def run_tiled(
     autocast: bool = False,
     on_batch: Callable[[int], None] | None = None,
     cancel: object | None = None,
+    out_channels: int | None = None,
 ) -> np.ndarray:
-    """Denoise one ``(C, Y, X)`` float32 plane tile by tile and return the blended result.
+    """Denoise one ``(C, Y, X)`` float32 plane tile by tile and return the blended result
+    (with ``out_channels`` channels when the network's output has a different count).
 
     Every output pixel of a tile is computed with at least ``overlap - BLEND`` pixels of
     real (or mirrored) context, so when that exceeds the network's receptive radius the
@@ -113,7 +115,8 @@ def run_tiled(
     o = py.overlap
     blend = max(0, min(BLEND, o, py.stride // 2, px.stride // 2))
     padded = _pad(plane, o, py.padded - height - o, px.padded - width - o)
-    acc = np.zeros((plane.shape[0], py.padded, px.padded), dtype=np.float32)
+    n_out = int(out_channels or plane.shape[0])
+    acc = np.zeros((n_out, py.padded, px.padded), dtype=np.float32)
     wy = [py.weights(i, blend) for i in range(py.n_tiles)]
     wx = [px.weights(j, blend) for j in range(px.n_tiles)]
     # The weights are separable, so their sum over tiles is too: two 1-D sums instead of a

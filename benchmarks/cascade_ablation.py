@@ -1,0 +1,177 @@
+"""Seed 004's Table 2 ablation on microscopy: train the cascade with the gradual strategy and
+without pre-training, then score input, inpainting only and both cascades on held-out crops
+with synthetic holes + blur + noise.
+
+Usage (from the repository root; ``--data`` is ../shared/data)::
+
+    python benchmarks/cascade_ablation.py train --variant gradual --out runs/cascade
+    python benchmarks/cascade_ablation.py train --variant scratch --out runs/cascade
+    python benchmarks/cascade_ablation.py evaluate --out runs/cascade
+
+Training data: fluo/clean (without the StarDist image) and the FMD Confocal_BPAE_B 50-frame
+averages of every field except 3, 11 (held out for evaluation) and 20 (model selection).
+Evaluation: the four 256x256 quadrants of FMD fields 3 and 11 and of the StarDist image,
+each damaged with its own fixed seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from napari_wgan_denoise import restore
+from napari_wgan_denoise.data.degrade import (
+    CleanPatchPool,
+    DegradationConfig,
+    damage_image,
+    image_planes,
+)
+from napari_wgan_denoise.io import read_image
+from napari_wgan_denoise.metrics import psnr, ssim
+from napari_wgan_denoise.models import create_model, load_model, save_model
+from napari_wgan_denoise.training.cascade import CascadeTrainConfig, CascadeTrainer, validation_set
+
+HELD_OUT_FIELDS = ("3", "11")
+SELECTION_FIELD = "20"
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "zoo" / "fluo-cascade-fast.yaml"
+FAST = yaml.safe_load(CONFIG.read_text())
+
+
+def _gt(data: Path, field: str) -> Path:
+    return data / "fluo" / "fmd_confocal_bpae_b" / "gt" / field / "avg50.png"
+
+
+def training_pool(data: Path) -> CleanPatchPool:
+    """Clean fluorescence planes for training (nothing held out is in it)."""
+    planes = []
+    for path in sorted((data / "fluo" / "clean").glob("*.tif")):
+        if "stardist" in path.name.lower():
+            continue
+        planes += [(path.name, p) for p in image_planes(read_image(path))]
+    fields = sorted(p.name for p in (data / "fluo" / "fmd_confocal_bpae_b" / "gt").iterdir())
+    for field in fields:
+        if field in HELD_OUT_FIELDS or field == SELECTION_FIELD:
+            continue
+        planes += [(f"fmd_gt_{field}", p) for p in image_planes(read_image(_gt(data, field)))]
+    return CleanPatchPool(planes)
+
+
+def held_out_crops(data: Path) -> list[tuple[str, np.ndarray]]:
+    """The 256x256 quadrants of the held-out clean images (0-1 scale)."""
+    sources = [(f"fmd{f}", _gt(data, f)) for f in HELD_OUT_FIELDS]
+    sources.append(("stardist", data / "fluo" / "clean" / "stardist_img2d.tif"))
+    crops = []
+    for name, path in sources:
+        (plane,) = image_planes(read_image(path))
+        for q, (y, x) in enumerate([(0, 0), (0, 256), (256, 0), (256, 256)]):
+            crops.append((f"{name}_q{q}", plane[y : y + 256, x : x + 256]))
+    return crops
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    values = dict(FAST, gradual=args.variant == "gradual", seed=args.seed)
+    config = CascadeTrainConfig.from_dict(values)
+    pool = training_pool(data)
+    selection = image_planes(read_image(_gt(data, SELECTION_FIELD)))
+    degradation = DegradationConfig.from_dict(config.degradation)
+    trainer = CascadeTrainer(config, pool, validation_set(selection, 1000, degradation, 256))
+    log = (out / f"{args.variant}.log").open("w")
+
+    def progress(st) -> None:
+        if st.iteration % 50 == 0 or st.val_psnr is not None:
+            row = {k: v for k, v in vars(st).items() if v == v and v is not None}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+
+    t0 = time.perf_counter()
+    model = trainer.run(progress=progress)
+    model.card.update(name=f"cascade-{args.variant}", modality="fluo")
+    save_model(model, out / f"{args.variant}")
+    if "inpaint-adv" in trainer.stage_states:
+        snap = create_model("cascade", 1, **config.arch_config)
+        snap.network.load_state_dict(trainer.stage_states["inpaint-adv"])
+        snap.card.update(
+            name="cascade-inpaint-only", modality="fluo", training=model.card["training"]
+        )
+        save_model(snap, out / "inpaint-only")
+    print(f"{args.variant}: {time.perf_counter() - t0:.0f} s, {model.card['metrics']}")
+
+
+def _scores(clean: np.ndarray, estimate: np.ndarray, holes: np.ndarray) -> dict[str, float]:
+    return {
+        "psnr": psnr(clean, estimate, peak=1.0),
+        "ssim": ssim(clean, estimate, peak=1.0),
+        "psnr_holes": psnr(clean[holes], estimate[holes], peak=1.0),
+    }
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    data, out = Path(args.data), Path(args.out)
+    torch.set_num_threads(args.threads)
+    models = {
+        name: load_model(out / name)
+        for name in ("inpaint-only", "scratch", "gradual")
+        if (out / f"{name}.safetensors").exists()
+    }
+    degradation = DegradationConfig()
+    rows: dict[str, list[dict[str, float]]] = {}
+    for k, (_name, clean) in enumerate(held_out_crops(data)):
+        observed, holes = damage_image(clean, 5000 + k, degradation)
+        results = {"input (holes = 0)": observed}
+        if "inpaint-only" in models:
+            results["inpainting only (stages 1-2)"] = restore(
+                observed, holes, models["inpaint-only"], return_inpainted=True, device="cpu"
+            )[1]
+        if "scratch" in models:
+            results["cascade, no pre-training"] = restore(
+                observed, holes, models["scratch"], device="cpu"
+            )
+        if "gradual" in models:
+            full, filled = restore(
+                observed, holes, models["gradual"], return_inpainted=True, device="cpu"
+            )
+            results["cascade, gradual: inpainting output"] = filled
+            results["cascade, gradual (full)"] = full
+        for label, estimate in results.items():
+            rows.setdefault(label, []).append(_scores(clean, estimate, holes))
+    summary = {
+        label: {key: float(np.mean([r[key] for r in rs])) for key in rs[0]}
+        for label, rs in rows.items()
+    }
+    summary["_meta"] = {"crops": len(held_out_crops(data)), "degradation": degradation.to_dict()}
+    (out / "ablation.json").write_text(json.dumps(summary, indent=2))
+    print("| output | PSNR (dB) | SSIM | PSNR in holes (dB) |")
+    print("|---|---:|---:|---:|")
+    for label, s in summary.items():
+        if not label.startswith("_"):
+            print(f"| {label} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['psnr_holes']:.2f} |")
+
+
+def main() -> None:
+    """Train a cascade variant, or evaluate the trained ones."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("train", "evaluate"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", default="../shared/data")
+        p.add_argument("--out", default="runs/cascade")
+        p.add_argument("--threads", type=int, default=1)
+        if name == "train":
+            p.add_argument("--variant", choices=("gradual", "scratch"), required=True)
+            p.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    (cmd_train if args.cmd == "train" else cmd_evaluate)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""``wgan-denoise cascade-train`` and ``wgan-denoise restore``: the seed-004 cascade headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def _image_files(items: list[str], role: str) -> list[Path]:
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"The {role} folder {path} holds no TIFF/PNG/JPEG images.")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"The {role} path {path} does not exist.")
+    return files
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .cascade import CascadeTrainConfig
+
+    values: dict[str, Any] = {}
+    if args.config:
+        import yaml
+
+        text = Path(args.config).read_text()
+        values = dict(yaml.safe_load(text) or {})
+    for key in (
+        "inpaint_mse_iterations",
+        "inpaint_adv_iterations",
+        "restore_iterations",
+        "joint_iterations",
+        "batch_size",
+        "patch_size",
+        "lr",
+        "lambda_per",
+        "lambda_adv",
+        "vgg_weights",
+        "vgg_arch",
+        "seed",
+        "device",
+        "val_every",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            values[key] = value
+    if args.no_gradual:
+        values["gradual"] = False
+    arch = dict(values.get("arch_config") or {})
+    for key in ("inpaint_features", "inpaint_blocks", "restore_features", "restore_layers"):
+        if getattr(args, key) is not None:
+            arch[key] = getattr(args, key)
+    values["arch_config"] = arch
+    return CascadeTrainConfig.from_dict(values)
+
+
+def _cmd_cascade_train(args: argparse.Namespace) -> int:
+    from ..data.degrade import CleanPatchPool, image_planes
+    from ..io import read_image
+    from ..models.model import save_model
+    from ..models.registry import save_user_model
+    from .cascade import train_cascade
+
+    config = _config(args)
+    config.validate()
+    out = Path(args.output) if args.output else None
+    if out is None and not args.name:
+        raise ValueError("Give -o OUT_PATH, --name NAME (a user model), or both.")
+    if out is not None and out.with_suffix(".safetensors").exists() and not args.overwrite:
+        raise FileExistsError(f"{out}.safetensors already exists; pass --overwrite to replace it.")
+    pool = CleanPatchPool.from_paths(_image_files(args.clean, "clean"))
+    val = []
+    for path in _image_files(args.val or [], "validation"):
+        val += image_planes(read_image(path))[:4]
+
+    def progress(st: Any) -> None:
+        if args.quiet:
+            return
+        if st.val_psnr is not None or st.iteration % 50 == 0:
+            extra = f" val {st.val_psnr:.2f} dB" if st.val_psnr is not None else ""
+            print(
+                f"[{st.stage}] {st.iteration}/{st.total} loss {st.loss:.5f}{extra} "
+                f"({st.elapsed:.0f} s)",
+                file=sys.stderr,
+            )
+
+    model = train_cascade(config, pool, val, progress=progress)
+    if args.modality:
+        model.card["modality"] = args.modality
+    if out is not None:
+        model.card.setdefault("name", None)
+        model.card["name"] = model.card["name"] or out.name
+        path = save_model(model, out)
+        print(f"saved {path}")
+    if args.name:
+        path = save_user_model(model, args.name, overwrite=args.overwrite)
+        print(f"registered user model {args.name} ({path})")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..inference.restore import restore
+    from ..io import read_image, write_tiff
+    from ..models.registry import load_model
+
+    model = load_model(args.model)
+    outdir = Path(args.output)
+    mask = read_image(args.mask) if args.mask else None
+    for src in (Path(p) for p in args.inputs):
+        if not src.is_file():
+            raise FileNotFoundError(f"Input file {src} does not exist.")
+        dst = outdir / (src.stem + ".tif")
+        dst_inp = outdir / (src.stem + "_inpainted.tif")
+        for target in [dst] + ([dst_inp] if args.save_inpainted else []):
+            if target.exists() and not args.overwrite:
+                raise FileExistsError(f"{target} already exists; pass --overwrite to replace it.")
+            if target.resolve() == src.resolve():
+                raise FileExistsError(f"Output {target} replaces its input; use another -o.")
+        image = read_image(src)
+        holes = mask
+        if holes is None:  # no mask: deblur and denoise only (NaN pixels are still filled)
+            plane_shape = image.shape[-3:-1] if model.channels == 3 else image.shape[-2:]
+            holes = np.zeros(plane_shape, dtype=bool)
+        with tqdm(total=1, desc=src.name, unit="tile", disable=args.quiet, file=sys.stderr) as bar:
+
+            def progress(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            result = restore(
+                image,
+                holes,
+                model,
+                axes=args.axes,
+                tile_size=args.tile_size,
+                device=args.device,
+                progress=progress,
+                return_inpainted=args.save_inpainted,
+            )
+        restored, filled = result if args.save_inpainted else (result, None)
+        write_tiff(dst, restored, overwrite=args.overwrite)
+        if filled is not None:
+            write_tiff(dst_inp, filled, overwrite=args.overwrite)
+        if not args.quiet:
+            print(f"{src} -> {dst}")
+    return 0
+
+
+def register_cli(sub: Any) -> None:
+    """Add the ``cascade-train`` and ``restore`` subcommands to ``wgan-denoise``."""
+    p = sub.add_parser(
+        "cascade-train",
+        help="train an inpaint + deblur + denoise cascade (seed 004) on clean images",
+        description=(
+            "Train the seed-004 cascade on clean images damaged on the fly (holes, blur, "
+            "Poisson-Gaussian noise) with the gradual strategy: inpainting with MSE, then "
+            "with the critic, auto-encoder pre-training, then both end to end."
+        ),
+    )
+    p.add_argument("--clean", nargs="+", required=True, help="clean image files or folders")
+    p.add_argument("--val", nargs="*", help="clean validation images (held out)")
+    p.add_argument("--config", help="YAML file of CascadeTrainConfig settings")
+    p.add_argument("-o", "--output", help="OUT_PATH: writes OUT_PATH.safetensors + .json")
+    p.add_argument("--name", help="also register the model as a user model with this name")
+    p.add_argument("--modality", default=None, help="what images it is for, e.g. fluo")
+    for flag, kind in (
+        ("--inpaint-mse-iterations", int),
+        ("--inpaint-adv-iterations", int),
+        ("--restore-iterations", int),
+        ("--joint-iterations", int),
+        ("--batch-size", int),
+        ("--patch-size", int),
+        ("--lr", float),
+        ("--lambda-per", float),
+        ("--lambda-adv", float),
+        ("--seed", int),
+        ("--val-every", int),
+        ("--inpaint-features", int),
+        ("--inpaint-blocks", int),
+        ("--restore-features", int),
+        ("--restore-layers", int),
+    ):
+        p.add_argument(flag, type=kind, default=None)
+    p.add_argument("--vgg-weights", default=None, help="torchvision VGG weights for --lambda-per")
+    p.add_argument("--vgg-arch", default=None, choices=("vgg16", "vgg19"))
+    p.add_argument("--no-gradual", action="store_true", help="ablation: no pre-training stages")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_cascade_train)
+
+    p = sub.add_parser(
+        "restore",
+        help="fill masked pixels and remove blur and noise with a cascade model",
+    )
+    p.add_argument("inputs", nargs="+", help="TIFF, PNG or JPEG files")
+    p.add_argument("--mask", help="image whose non-zero pixels are to be filled (YX or same shape)")
+    p.add_argument("--model", required=True, help="a restore model name or path")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--save-inpainted", action="store_true", help="also write NAME_inpainted.tif")
+    p.add_argument("--tile-size", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--axes", default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_restore)
