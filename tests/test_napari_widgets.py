@@ -378,6 +378,7 @@ def test_manifest_contributions(make_napari_viewer):
         DENOISE,
         COMPARE,
         "Fine-tune on this stack",
+        "Restore (inpaint + deblur + denoise)",
     ]
     assert {s.key for s in manifest.contributions.sample_data} == {"fluorescence", "cells"}
     items = get_app_model().menus.get_menu("napari/layers/filter")

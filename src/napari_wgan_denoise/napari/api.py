@@ -1,15 +1,17 @@
-"""Console API: denoise and compare napari layers from code (e.g. napari's console).
+"""Console API: denoise, compare and restore napari layers from code (e.g. napari's console).
 
 Importing this module needs napari but not Qt::
 
-    from napari_wgan_denoise.napari import denoise_layer, compare_layer
+    from napari_wgan_denoise.napari import compare_layer, denoise_layer, restore_layer
 
     out = denoise_layer(viewer.layers["noisy"], model="fluo-wgan")      # adds "noisy [fluo-wgan]"
     cmp = compare_layer("noisy", family="fluo", reference="clean")      # 3 layers + grid mode
     cmp.metrics  # {"fluo-mse": {"psnr": ..., "ssim": ..., "grad_ratio": ...}, ...}
+    out = restore_layer("damaged", mask="holes")  # adds "damaged restored (<model>)"
 
-Both run in the calling thread (the viewer does not repaint meanwhile); the Denoise and
-Compare widgets run the same code in a background worker with a progress bar and Cancel.
+They run in the calling thread (the viewer does not repaint meanwhile); the Denoise,
+Compare and Restore widgets run the same code in a background worker with a progress bar
+and Cancel.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from napari.layers import Image
+import numpy as np
+from napari.layers import Image, Labels, Shapes
 
 from ..models.families import default_family_for, default_model_for, family_members
 from ..models.model import DenoiseModel
-from . import _engine
+from . import _engine, _restore_engine
 
-__all__ = ["Comparison", "compare_layer", "denoise_layer"]
+__all__ = ["Comparison", "compare_layer", "denoise_layer", "restore_layer"]
 
 
 def _resolve(layer: Image | str, viewer: Any | None) -> tuple[Image, Any | None]:
@@ -190,3 +193,74 @@ def compare_layer(
         mse, wgan = result.mse.to_layer(layer.metadata), result.wgan.to_layer(layer.metadata)
         diff = result.difference_layer()
     return Comparison(family, mse, wgan, diff, result.metrics)
+
+
+def restore_layer(
+    layer: Image | str,
+    mask: Labels | Shapes | str | np.ndarray | None = None,
+    model: str | DenoiseModel | None = None,
+    *,
+    viewer: Any | None = None,
+    add_to_viewer: bool = True,
+    return_inpainted: bool = False,
+    current_slice: bool = False,
+    device: str = "auto",
+    tile_size: int | None = None,
+    progress: Callable[[float, str], Any] | None = None,
+    cancel: Any | None = None,
+) -> Image | tuple[Image, Image]:
+    """Fill the masked pixels of an Image layer and remove its blur and noise with a restore
+    (inpaint + deblur + denoise cascade) model; returns the new ``"<input> restored
+    (<model>)"`` layer.
+
+    ``layer`` is an Image layer or its name in the viewer. ``mask`` marks the pixels to
+    fill: a Labels layer (labels other than 0; the image's shape, or YX only for every
+    plane), a Shapes layer (the union of its shapes, on every plane), either by name, an
+    array (2-D YX, or the image's shape without the colour axis) or ``None`` (no holes:
+    deblur and denoise only). A Labels or Shapes layer that marks nothing is an error.
+    ``model`` is a restore model's registry name, a model file path or a loaded model;
+    ``None`` picks the first installed restore model that fits the layer.
+
+    With ``return_inpainted=True`` also makes the inpainting-only ``"<input> inpainted
+    (<model>)"`` layer and returns ``(restored, inpainted)``. The outputs keep the input's
+    dtype, shape, placement and contrast limits and are added just above the input in
+    ``viewer`` (default: napari's current viewer when it holds the layer) unless
+    ``add_to_viewer=False``. Other options as in :func:`denoise_layer`; errors are
+    ``ValueError`` with the core's messages, ``Cancelled`` when ``cancel`` is set.
+    """
+    layer, viewer = _resolve(layer, viewer)
+    if isinstance(mask, str):
+        if viewer is None or mask not in viewer.layers:
+            raise ValueError(
+                f"No layer named {mask!r} to use as mask; pass the Labels or Shapes layer "
+                "itself (or viewer=)."
+            )
+        mask = viewer.layers[mask]
+    if current_slice and viewer is None and layer.ndim > 2:
+        raise ValueError("current_slice=True needs the viewer that shows the layer (viewer=).")
+    job = _restore_engine.prepare_restore(
+        layer,
+        mask,
+        current_slice=current_slice,
+        world_point=viewer.dims.point if viewer is not None else None,
+    )
+    if model is None:
+        model = _restore_engine.default_restore_model(job.layer.channels)
+        if model is None:
+            raise ValueError(_restore_engine.NO_RESTORE_MODEL)
+    result = _engine.drive(
+        _restore_engine.run_restore(
+            job,
+            model,
+            device=device,
+            tile_size=tile_size,
+            inpainted=return_inpainted,
+            cancel=cancel,
+        ),
+        progress,
+    )
+    if viewer is not None and add_to_viewer:
+        layers = _restore_engine.add_restored(viewer, result, layer)
+    else:
+        layers = result.to_layers(layer.metadata)
+    return (layers[0], layers[1]) if return_inpainted else layers[0]

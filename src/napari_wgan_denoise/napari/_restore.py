@@ -1,0 +1,172 @@
+"""The Restore widget: fill masked pixels and remove blur and noise with a cascade model.
+
+Pick an image layer, a mask layer (Labels: non-zero labels; Shapes: the union of the
+shapes, used on every plane) or no mask (deblur + denoise only), and a restore model; the
+core :func:`~napari_wgan_denoise.restore` runs in a background worker with a progress bar
+and Cancel. The mask rules are in :mod:`._restore_engine`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+from qtpy.QtWidgets import QCheckBox, QWidget
+
+from . import _engine
+from ._qt_common import ChoicePicker, LayerPicker, RunnerWidget, add_row
+from ._restore_engine import (
+    NO_MASK_TEXT,
+    NO_RESTORE_MODEL,
+    RestoreResult,
+    add_restored,
+    default_restore_model,
+    is_mask_layer,
+    prepare_restore,
+    run_restore,
+)
+
+__all__ = ["MaskPicker", "RestoreWidget"]
+
+
+class MaskPicker(LayerPicker):
+    """The viewer's Labels and Shapes layers, with a first "no mask" choice.
+
+    Follows a Labels or Shapes layer the user selects in the layer list (e.g. a new Labels
+    layer made to paint the holes on).
+    """
+
+    def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(viewer, allow_none=True, follow=True, accepts=is_mask_layer, parent=parent)
+
+    def refresh(self, event: Any = None) -> None:
+        """Rebuild the choices and name the first one "no mask (deblur + denoise only)"."""
+        super().refresh(event)
+        if self.count():
+            self.setItemText(0, NO_MASK_TEXT)
+
+
+class RestoreWidget(RunnerWidget):
+    """Restore an Image layer (whole, or the current slice) with a restore (cascade) model.
+
+    The result is added as ``"<input> restored (<model>)"`` (and, when asked, the
+    inpainting-only ``"<input> inpainted (<model>)"``: the holes filled, blur and noise
+    left) just above the input, with its placement and contrast limits. The input layer is
+    never changed; a cancelled or failed run adds nothing.
+    """
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(napari_viewer, parent)
+        #: The layers added by the last successful run (restored first).
+        self.last_layers: list[Any] = []
+        self.layer_picker = LayerPicker(napari_viewer, parent=self)
+        self.mask_picker = MaskPicker(napari_viewer, parent=self)
+        self.model_picker = ChoicePicker(
+            self._model_choices,
+            empty_text="No restore models installed",
+            preferred=self._preferred_model,
+            parent=self,
+        )
+        self.add_inpainted = QCheckBox("Also add the inpainting-only layer", self)
+        self.add_inpainted.setToolTip(
+            "Also add '<image> inpainted (<model>)': the holes filled but blur and noise "
+            "left, to see what the inpainting stage put into the holes."
+        )
+        add_row(self.form, "Image:", self.layer_picker, "The image layer to restore.")
+        add_row(
+            self.form,
+            "Mask:",
+            self.mask_picker,
+            "The pixels to fill: a Labels layer (labels other than 0; the image's shape, or "
+            "YX only for every plane) or a Shapes layer (the union of its shapes, on every "
+            f"plane). {NO_MASK_TEXT}: nothing is filled, the model only deblurs and "
+            "denoises (NaN pixels are still filled).",
+        )
+        add_row(
+            self.form,
+            "Model:",
+            self.model_picker,
+            "Restore (inpaint + deblur + denoise cascade) models; train one with "
+            "`wgan-denoise cascade-train`.",
+        )
+        self.form.addRow(self.add_inpainted)
+        self.current_slice.setToolTip(
+            "Restore only the YX plane shown at the sliders' position; the result is placed "
+            "at that plane and named '... (slice i, j)'."
+        )
+        self.layer_picker.layer_changed.connect(self._on_layer_changed)
+        self.mask_picker.layer_changed.connect(lambda *_: self.update_run_state())
+        self.model_picker.currentIndexChanged.connect(lambda *_: self.update_run_state())
+        self.update_run_state()
+
+    #: The restored layer added by the last successful run (for scripts and tests).
+    last_layer: Any | None = None
+
+    # ------------------------------------------------------------------ choices
+
+    def _channels(self) -> int | None:
+        layer = self.layer_picker.layer()
+        return _engine.layer_channels(layer) if layer is not None else None
+
+    def _model_choices(self) -> list[tuple[str, str, str, bool]]:
+        return _engine.model_choices(self._channels(), task="restore")
+
+    def _preferred_model(self) -> str | None:
+        channels = self._channels()
+        return default_restore_model(channels) if channels else None
+
+    def _on_layer_changed(self, layer: Any) -> None:
+        self.model_picker.refresh()
+        self.update_run_state()
+
+    def _not_ready_reason(self) -> str | None:
+        layer = self.layer_picker.layer()
+        if layer is None:
+            return "Add or open an image layer to restore."
+        if self.model_picker.value() is None:
+            if not self.model_picker.values():
+                return NO_RESTORE_MODEL
+            if _engine.layer_channels(layer) == 3:
+                return (
+                    f"Layer {layer.name!r} is RGB but every installed restore model is gray "
+                    "(single-channel); choose a gray layer or split this one into its "
+                    "channels (right-click it > Split RGB)."
+                )
+            return (
+                f"Layer {layer.name!r} is single-channel but every installed restore model "
+                "is RGB; choose an RGB layer or train a gray model with "
+                "`wgan-denoise cascade-train`."
+            )
+        return None
+
+    # ------------------------------------------------------------------ running
+
+    def _start_job(
+        self, cancel: threading.Event
+    ) -> tuple[Callable[..., Generator], tuple, dict, Callable[[Any], None], str]:
+        layer = self.layer_picker.layer()
+        model = self.model_picker.value()
+        if layer is None or model is None:
+            raise ValueError(self._not_ready_reason() or "Nothing to run.")
+        job = prepare_restore(
+            layer,
+            self.mask_picker.layer(),
+            current_slice=self.current_slice.isChecked(),
+            world_point=self.viewer.dims.point,
+        )
+
+        def on_result(result: RestoreResult) -> None:
+            source = layer if layer in self.viewer.layers else None
+            self.last_layers = add_restored(self.viewer, result, source)
+            self.last_layer = self.last_layers[0]
+
+        options = self.options()
+        kwargs = {
+            "cache": self.cache,
+            "cancel": cancel,
+            "device": options["device"],
+            "tile_size": options["tile_size"],
+            "inpainted": self.add_inpainted.isChecked(),
+        }
+        return run_restore, (job, model), kwargs, on_result, f"{layer.name} restored ({model})"
