@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--patch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=None, help="default: the mode's own")
+    ap.add_argument("--adversarial-weight", type=float, default=None)
     ap.add_argument("--out", default="docs/finetune-fmd.json")
     args = ap.parse_args()
     train, train_gt = load_field(args.train_fov)
@@ -77,6 +79,8 @@ def main() -> None:
                 batch_size=args.batch_size,
                 patch_size=args.patch_size,
                 val_every=max(1, args.iterations // 4),
+                lr=args.lr,
+                adversarial_weight=args.adversarial_weight,
                 save=False,
                 **kwargs,
             )
@@ -89,6 +93,8 @@ def main() -> None:
                 "after": round(after, 2),
                 "gain": round(after - before, 2),
                 "iterations": args.iterations,
+                "lr": model.card["finetune"].get("lr"),
+                "adversarial_weight": model.card["finetune"].get("adversarial_weight"),
                 "wall_s": round(wall, 1),
                 "device": model.card["finetune"]["device"],
                 "best_iteration": model.card["finetune"]["best_iteration"],
