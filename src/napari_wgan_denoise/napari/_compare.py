@@ -70,10 +70,6 @@ class CompareWidget(RunnerWidget):
 
     # ------------------------------------------------------------------ choices
 
-    def _channels(self) -> int | None:
-        layer = self.layer_picker.layer()
-        return _engine.layer_channels(layer) if layer is not None else None
-
     def _family_choices(self) -> list[tuple[str, str, str, bool]]:
         entries = {e.name: e for e in model_entries()}
         channels = self._channels()

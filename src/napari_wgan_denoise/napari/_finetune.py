@@ -586,10 +586,6 @@ class FinetuneWidget(RunnerWidget):
         value = self.axis_picker.currentData()
         return int(value) if value is not None else None
 
-    def _channels(self) -> int | None:
-        layer = self.layer_picker.layer()
-        return _engine.layer_channels(layer) if layer is not None else None
-
     def _model_choices(self) -> list[tuple[str, str, str, bool]]:
         return _engine.model_choices(self._channels())
 

@@ -226,10 +226,11 @@ class ChoicePicker(QComboBox):
 
 
 class RunnerWidget(QWidget):
-    """Base of the Denoise and Compare widgets: run options, Run/Cancel and the worker.
+    """Base of the plugin's widgets: run options, Run/Cancel and the worker.
 
-    Subclasses add their pickers to ``self.form`` and implement ``_start_job`` returning a
-    generator (run in a napari ``thread_worker``) and a callback for its result.
+    Subclasses add their pickers to ``self.form`` (the image one as ``self.layer_picker``)
+    and implement ``_start_job`` returning a generator (run in a napari ``thread_worker``)
+    and a callback for its result.
     """
 
     #: Emitted in the main thread when a run ends: "done", "cancelled" or "error".
@@ -321,6 +322,11 @@ class RunnerWidget(QWidget):
 
     def _not_ready_reason(self) -> str | None:
         raise NotImplementedError
+
+    def _channels(self) -> int | None:
+        """Channels of the picked layer (1 gray, 3 RGB), or None when no layer is picked."""
+        layer = self.layer_picker.layer()
+        return _engine.layer_channels(layer) if layer is not None else None
 
     # ------------------------------------------------------------------ running
 

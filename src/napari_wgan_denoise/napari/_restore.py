@@ -105,10 +105,6 @@ class RestoreWidget(RunnerWidget):
 
     # ------------------------------------------------------------------ choices
 
-    def _channels(self) -> int | None:
-        layer = self.layer_picker.layer()
-        return _engine.layer_channels(layer) if layer is not None else None
-
     def _model_choices(self) -> list[tuple[str, str, str, bool]]:
         return _engine.model_choices(self._channels(), task="restore")
 
