@@ -7,6 +7,7 @@ Usage (from the repository root; ``--data`` is ../shared/data)::
     python benchmarks/cascade_ablation.py train --variant gradual --out runs/cascade
     python benchmarks/cascade_ablation.py train --variant scratch --out runs/cascade
     python benchmarks/cascade_ablation.py evaluate --out runs/cascade
+    python benchmarks/cascade_ablation.py ship --out runs/cascade   # -> weights/fluo-cascade-fast
 
 Training data: fluo/clean (without the StarDist image) and the FMD Confocal_BPAE_B 50-frame
 averages of every field except 3, 11 (held out for evaluation) and 20 (model selection).
@@ -157,11 +158,38 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"| {label} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['psnr_holes']:.2f} |")
 
 
+def cmd_ship(args: argparse.Namespace) -> None:
+    """Copy the gradual cascade into the package as ``fluo-cascade-fast``, with its held-out
+    scores from ``ablation.json`` in the card."""
+    out = Path(args.out)
+    model = load_model(out / "gradual")
+    summary = json.loads((out / "ablation.json").read_text())
+    meta = summary["_meta"]
+    held_out = {
+        "crops": "256x256 quadrants of FMD Confocal_BPAE_B avg50 fields 3, 11 + StarDist image",
+        "n": meta["crops"],
+        "degradation": meta["degradation"],
+        "input": summary["input (holes = 0)"],
+        "inpainted": summary["cascade, gradual: inpainting output"],
+        "restored": summary["cascade, gradual (full)"],
+    }
+    metrics = dict(model.card.get("metrics", {}), held_out=held_out)
+    target = Path(__file__).resolve().parents[1] / "src" / "napari_wgan_denoise" / "weights"
+    path = save_model(
+        model,
+        target / "fluo-cascade-fast",
+        name="fluo-cascade-fast",
+        modality="fluo",
+        metrics=metrics,
+    )
+    print(f"shipped {path}")
+
+
 def main() -> None:
     """Train a cascade variant, or evaluate the trained ones."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "evaluate"):
+    for name in ("train", "evaluate", "ship"):
         p = sub.add_parser(name)
         p.add_argument("--data", default="../shared/data")
         p.add_argument("--out", default="runs/cascade")
@@ -170,7 +198,7 @@ def main() -> None:
             p.add_argument("--variant", choices=("gradual", "scratch"), required=True)
             p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    (cmd_train if args.cmd == "train" else cmd_evaluate)(args)
+    {"train": cmd_train, "evaluate": cmd_evaluate, "ship": cmd_ship}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def _cascade(channels: int = 1, seed: int = 0):
 
 
 @pytest.fixture
-def models():
-    """A tiny gray cascade (a restore model) and a tiny U-Net (a denoise model)."""
+def models(no_shipped_models):
+    """A tiny gray cascade (a restore model) and a tiny U-Net (a denoise model); the shipped
+    zoo is hidden so that runs stay fast and the tiny cascade is the only choice."""
     save_user_model(_cascade(), CASCADE, modality="fluo")
     save_user_model(create_model("unet", 1, features=4, bottleneck=2), "tiny-unet")
     return CASCADE
@@ -291,6 +292,19 @@ def test_bad_masks_are_reported_and_add_nothing(make_napari_viewer, qtbot, model
     assert np.array_equal(inpainted.data, data)
     assert np.array_equal(restored.data, _expected(data, np.zeros((64, 64), bool)))
     assert restored.metadata["napari_wgan_denoise"]["mask_layer"] is None
+
+
+def test_shipped_cascade_is_offered_for_gray_layers(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image(), name="img")
+    widget = _open(viewer)
+    # the shipped restore model, and none of the shipped denoisers
+    assert widget.model_picker.values() == ["fluo-cascade-fast"]
+    assert widget.model_picker.value() == "fluo-cascade-fast"
+    assert widget.run_button.isEnabled()
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
+    assert widget.layer_picker.layer().name == "rgb"
+    assert widget.model_picker.value() is None and not widget.run_button.isEnabled()
 
 
 def test_without_restore_models(make_napari_viewer, qtbot, tiny_unet, no_shipped_models):
