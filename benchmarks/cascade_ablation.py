@@ -8,13 +8,16 @@ Usage (from the repository root; ``--data`` is ../shared/data)::
     python benchmarks/cascade_ablation.py train --variant scratch --out runs/cascade
     python benchmarks/cascade_ablation.py evaluate --out runs/cascade
     python benchmarks/cascade_ablation.py ship --variant scratch --out runs/cascade
+    python benchmarks/cascade_ablation.py ship --variant gradual --out runs/cascade \
+        --name fluo-cascade-gradual-fast
 
 Training data: fluo/clean (without the StarDist image) and the FMD Confocal_BPAE_B 50-frame
 averages of every field except 3, 11 (held out for evaluation) and 20 (model selection).
 Evaluation: the four 256x256 quadrants of FMD fields 3 and 11 and of the StarDist image,
 each damaged with its own fixed seed. ``ship`` copies the chosen variant into the package as
-``fluo-cascade-fast``; the variant that scored higher on these crops ships (see
-docs/benchmarks.md, section 6).
+a named model: the variant that scored higher on these crops ships as the default
+``fluo-cascade-fast`` (see docs/benchmarks.md, section 6), and the gradual one, seed 004's
+own strategy, as ``fluo-cascade-gradual-fast``.
 """
 
 from __future__ import annotations
@@ -163,8 +166,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_ship(args: argparse.Namespace) -> None:
-    """Copy a trained cascade variant into the package as ``fluo-cascade-fast``, with its
-    held-out scores from ``ablation.json`` in the card."""
+    """Copy a trained cascade variant into the package under ``--name``, with its held-out
+    scores from ``ablation.json`` in the card."""
     out = Path(args.out)
     model = load_model(out / args.variant)
     summary = json.loads((out / "ablation.json").read_text())
@@ -182,8 +185,8 @@ def cmd_ship(args: argparse.Namespace) -> None:
     target = Path(__file__).resolve().parents[1] / "src" / "napari_wgan_denoise" / "weights"
     path = save_model(
         model,
-        target / "fluo-cascade-fast",
-        name="fluo-cascade-fast",
+        target / args.name,
+        name=args.name,
         modality="fluo",
         metrics=metrics,
     )
@@ -201,6 +204,8 @@ def main() -> None:
         p.add_argument("--threads", type=int, default=1)
         if name in ("train", "ship"):
             p.add_argument("--variant", choices=("gradual", "scratch"), required=True)
+        if name == "ship":
+            p.add_argument("--name", default="fluo-cascade-fast")
         if name == "train":
             p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

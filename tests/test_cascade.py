@@ -463,20 +463,21 @@ def test_shipped_cascade_config_is_valid():
     assert not config.gradual and config.total_iterations() == 2500
 
 
-def test_shipped_cascade_restores_the_fluorescence_sample():
-    """The shipped fluo-cascade-fast on a damaged crop of the bundled sample image (which
-    was among its training images: this checks the file works, the benchmark measures it)."""
+@pytest.mark.parametrize("name", ["fluo-cascade-fast", "fluo-cascade-gradual-fast"])
+def test_shipped_cascade_restores_the_fluorescence_sample(name):
+    """A shipped cascade on a damaged crop of the bundled sample image (which was among its
+    training images: this checks the file works, the benchmark measures it)."""
     from napari_wgan_denoise.data.degrade import normalise_plane
     from napari_wgan_denoise.data.samples import fluorescence_clean
     from napari_wgan_denoise.metrics import psnr
 
-    assert "fluo-cascade-fast" in list_models()
+    assert name in list_models()
     clean = normalise_plane(fluorescence_clean())[64:192, 64:192]
     observed, holes = damage_image(clean, 7)
     assert holes.any()
-    out, filled = restore(observed, holes, "fluo-cascade-fast", return_inpainted=True, device="cpu")
+    out, filled = restore(observed, holes, name, return_inpainted=True, device="cpu")
     # Pixels outside the holes pass through (up to float round-off of the normalisation).
     np.testing.assert_allclose(filled[~holes], observed[~holes], atol=1e-5)
-    # Measured when shipped: holes 11.3 -> 21.2 dB, whole crop 24.9 -> 30.0 dB.
+    # Measured when shipped: holes 11.3 -> 21.2 / 20.9 dB, whole crop 24.9 -> 30.0 / 29.6 dB.
     assert psnr(clean[holes], filled[holes], 1.0) > psnr(clean[holes], observed[holes], 1.0) + 5
     assert psnr(clean, out, 1.0) > psnr(clean, filled, 1.0) + 2

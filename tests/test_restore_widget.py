@@ -298,8 +298,8 @@ def test_shipped_cascade_is_offered_for_gray_layers(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(_image(), name="img")
     widget = _open(viewer)
-    # the shipped restore model, and none of the shipped denoisers
-    assert widget.model_picker.values() == ["fluo-cascade-fast"]
+    # the shipped restore models, and none of the shipped denoisers
+    assert widget.model_picker.values() == ["fluo-cascade-fast", "fluo-cascade-gradual-fast"]
     assert widget.model_picker.value() == "fluo-cascade-fast"
     assert widget.run_button.isEnabled()
     viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
