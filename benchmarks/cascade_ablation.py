@@ -44,6 +44,8 @@ from napari_wgan_denoise.models import create_model, load_model, save_model
 from napari_wgan_denoise.training.cascade import CascadeTrainConfig, CascadeTrainer, validation_set
 
 HELD_OUT_FIELDS = ("3", "11")
+#: The table's label of each trained cascade variant, in the table's order.
+VARIANT_LABELS = {"scratch": "cascade, no pre-training", "gradual": "cascade, gradual"}
 SELECTION_FIELD = "20"
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "zoo" / "fluo-cascade-fast.yaml"
@@ -130,33 +132,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if (out / f"{name}.safetensors").exists()
     }
     degradation = DegradationConfig()
+    crops = held_out_crops(data)
     rows: dict[str, list[dict[str, float]]] = {}
-    for k, (_name, clean) in enumerate(held_out_crops(data)):
+    for k, (_name, clean) in enumerate(crops):
         observed, holes = damage_image(clean, 5000 + k, degradation)
         results = {"input (holes = 0)": observed}
         if "inpaint-only" in models:
             results["inpainting only (stages 1-2)"] = restore(
                 observed, holes, models["inpaint-only"], return_inpainted=True, device="cpu"
             )[1]
-        if "scratch" in models:
-            full, filled = restore(
-                observed, holes, models["scratch"], return_inpainted=True, device="cpu"
-            )
-            results["cascade, no pre-training: inpainting output"] = filled
-            results["cascade, no pre-training (full)"] = full
-        if "gradual" in models:
-            full, filled = restore(
-                observed, holes, models["gradual"], return_inpainted=True, device="cpu"
-            )
-            results["cascade, gradual: inpainting output"] = filled
-            results["cascade, gradual (full)"] = full
+        for variant, label in VARIANT_LABELS.items():
+            if variant in models:
+                full, filled = restore(
+                    observed, holes, models[variant], return_inpainted=True, device="cpu"
+                )
+                results[f"{label}: inpainting output"] = filled
+                results[f"{label} (full)"] = full
         for label, estimate in results.items():
             rows.setdefault(label, []).append(_scores(clean, estimate, holes))
     summary = {
         label: {key: float(np.mean([r[key] for r in rs])) for key in rs[0]}
         for label, rs in rows.items()
     }
-    summary["_meta"] = {"crops": len(held_out_crops(data)), "degradation": degradation.to_dict()}
+    summary["_meta"] = {"crops": len(crops), "degradation": degradation.to_dict()}
     (out / "ablation.json").write_text(json.dumps(summary, indent=2))
     print("| output | PSNR (dB) | SSIM | PSNR in holes (dB) |")
     print("|---|---:|---:|---:|")
@@ -172,7 +170,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
     model = load_model(out / args.variant)
     summary = json.loads((out / "ablation.json").read_text())
     meta = summary["_meta"]
-    label = "cascade, gradual" if args.variant == "gradual" else "cascade, no pre-training"
+    label = VARIANT_LABELS[args.variant]
     held_out = {
         "crops": "256x256 quadrants of FMD Confocal_BPAE_B avg50 fields 3, 11 + StarDist image",
         "n": meta["crops"],
@@ -194,7 +192,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    """Train a cascade variant, or evaluate the trained ones."""
+    """Train a cascade variant, evaluate the trained ones, or ship one into the package."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("train", "evaluate", "ship"):
@@ -202,12 +200,12 @@ def main() -> None:
         p.add_argument("--data", default="../shared/data")
         p.add_argument("--out", default="runs/cascade")
         p.add_argument("--threads", type=int, default=1)
-        if name in ("train", "ship"):
-            p.add_argument("--variant", choices=("gradual", "scratch"), required=True)
-        if name == "ship":
-            p.add_argument("--name", default="fluo-cascade-fast")
+        if name != "evaluate":
+            p.add_argument("--variant", choices=tuple(VARIANT_LABELS), required=True)
         if name == "train":
             p.add_argument("--seed", type=int, default=0)
+        if name == "ship":
+            p.add_argument("--name", default="fluo-cascade-fast")
     args = ap.parse_args()
     {"train": cmd_train, "evaluate": cmd_evaluate, "ship": cmd_ship}[args.cmd](args)
 

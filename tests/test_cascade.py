@@ -17,9 +17,12 @@ from napari_wgan_denoise.data.degrade import (
     damage,
     damage_image,
     gaussian_blur,
+    normalise_plane,
     random_masks,
 )
+from napari_wgan_denoise.data.samples import fluorescence_clean
 from napari_wgan_denoise.errors import Cancelled
+from napari_wgan_denoise.metrics import psnr
 from napari_wgan_denoise.models import build_critic, list_models, model_entries
 from napari_wgan_denoise.training.cascade import (
     CascadeTrainConfig,
@@ -467,10 +470,6 @@ def test_shipped_cascade_config_is_valid():
 def test_shipped_cascade_restores_the_fluorescence_sample(name):
     """A shipped cascade on a damaged crop of the bundled sample image (which was among its
     training images: this checks the file works, the benchmark measures it)."""
-    from napari_wgan_denoise.data.degrade import normalise_plane
-    from napari_wgan_denoise.data.samples import fluorescence_clean
-    from napari_wgan_denoise.metrics import psnr
-
     assert name in list_models()
     clean = normalise_plane(fluorescence_clean())[64:192, 64:192]
     observed, holes = damage_image(clean, 7)
