@@ -1,6 +1,9 @@
-"""Image quality measures shared by ``evaluate``, training validation and the Compare widget."""
+"""Image quality measures shared by ``evaluate``, training validation, fine-tuning and the
+Compare widget: the one PSNR, SSIM and gradient ratio of the package."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -51,3 +54,34 @@ def grad_ratio(clean: np.ndarray, estimate: np.ndarray) -> float:
     over that of the clean image. 1.0 is as sharp as the truth; below 1 is blurrier."""
     ref = gradient_magnitude(clean)
     return gradient_magnitude(estimate) / ref if ref > 0 else float("nan")
+
+
+def _planes(a: np.ndarray, rgb: bool) -> Iterator[np.ndarray]:
+    """The YX (YXC for RGB) planes of an nD array."""
+    tail = 3 if rgb else 2
+    a = a[..., :3] if rgb else a
+    yield from a.reshape((-1, *a.shape[a.ndim - tail :]))
+
+
+def quality_metrics(reference: np.ndarray, estimate: np.ndarray, rgb: bool) -> dict[str, float]:
+    """PSNR (whole array), SSIM (mean over YX planes) and gradient ratio (mean Sobel
+    magnitude of the estimate over that of the reference, over all planes) of one output
+    against a clean reference of any dimensionality (RGBA: the colours only).
+
+    The peak is 255 for uint8 references and the reference's range otherwise.
+    """
+    ref = np.asarray(reference)
+    if rgb:
+        ref, estimate = ref[..., :3], estimate[..., :3]
+    peak = 255.0 if ref.dtype == np.uint8 else float(np.ptp(ref.astype(np.float64))) or 1.0
+    ssims, g_ref, g_est = [], [], []
+    for r, e in zip(_planes(ref, rgb), _planes(estimate, rgb)):
+        ssims.append(ssim(r, e, peak=peak))
+        g_ref.append(gradient_magnitude(r))
+        g_est.append(gradient_magnitude(e))
+    g = float(np.mean(g_ref))
+    return {
+        "psnr": psnr(ref, estimate, peak=peak),
+        "ssim": float(np.mean(ssims)),
+        "grad_ratio": float(np.mean(g_est)) / g if g > 0 else float("nan"),
+    }

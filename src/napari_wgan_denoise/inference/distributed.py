@@ -39,13 +39,13 @@ import importlib
 import os
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .cache import ModelCache
 from .lazy import (
     MissingDependency,
     _block_slices,
@@ -92,10 +92,10 @@ def _require_distributed() -> Any:
 
 # --------------------------------------------------------------------------- worker side
 
-_MODELS: OrderedDict[tuple[str, str], tuple[Any, threading.Lock]] = OrderedDict()
-_MODELS_LOCK = threading.Lock()
-_MAX_MODELS = 2
-_STATS = {"loads": 0, "tasks": 0}
+#: This process's models (a dask worker loads each model once, however many tasks it runs).
+_MODELS = ModelCache(maxsize=2)
+_STATS_LOCK = threading.Lock()
+_TASKS = 0
 _THREADS_SET = False
 
 
@@ -115,34 +115,20 @@ def _configure_threads() -> None:
 
 
 def _worker_model(model_path: str, card_hash: str) -> tuple[Any, threading.Lock]:
-    """The model at ``model_path`` for this process, loaded on first use and cached."""
-    key = (model_path, card_hash)
-    with _MODELS_LOCK:
-        _STATS["tasks"] += 1
-        if key in _MODELS:
-            _MODELS.move_to_end(key)
-            return _MODELS[key]
+    """The model at ``model_path`` for this process (cached) and the lock for its runs."""
+    global _TASKS
+    with _STATS_LOCK:
+        _TASKS += 1
         _configure_threads()
-        from ..models.registry import load_model
-
-        model = load_model(model_path)
-        if model.card_hash != card_hash:
-            raise RuntimeError(
-                f"The model file {model_path} changed while the job was running (its card "
-                "hash differs from the client's); run the job again."
-            )
-        _STATS["loads"] += 1
-        _MODELS[key] = (model, threading.Lock())
-        while len(_MODELS) > _MAX_MODELS:
-            _MODELS.popitem(last=False)
-        return _MODELS[key]
+    model = _MODELS.get_file(model_path, card_hash)
+    return model, _MODELS.lock_for(model)
 
 
 def worker_stats() -> dict[str, int]:
     """How many times this process loaded a model and how many tasks it ran (call it on
     every worker with ``client.run(worker_stats)``)."""
-    with _MODELS_LOCK:
-        return dict(_STATS)
+    with _STATS_LOCK:
+        return {"loads": _MODELS.loads, "tasks": _TASKS}
 
 
 def _denoise_with(model_path: str, card_hash: str, data: np.ndarray, options: dict) -> np.ndarray:

@@ -85,6 +85,22 @@ def _multiscales(attrs: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, bo
     return (ms, False) if isinstance(ms, list) else (None, False)
 
 
+def ome_image_path(path: str | os.PathLike[str], shape: tuple[int, ...]) -> str | None:
+    """``path`` as a string when it is an OME-Zarr image folder whose level 0 has ``shape``
+    (e.g. the image a lazily loaded napari layer was read from), else None. Never raises:
+    anything that is not such an image gives None."""
+    try:
+        if not is_zarr_path(path) or not Path(path).is_dir():
+            return None
+        node = open_zarr(path)
+        ms, _ = _multiscales(dict(getattr(node, "attrs", {})))
+        if not ms or tuple(node[ms[0]["datasets"][0]["path"]].shape) != tuple(shape):
+            return None
+        return str(path)
+    except Exception:  # noqa: BLE001 - not an OME-Zarr image we can copy metadata from
+        return None
+
+
 def _zarr_format(node: Any) -> int:
     meta = getattr(node, "metadata", None)
     fmt = getattr(meta, "zarr_format", None)

@@ -70,8 +70,7 @@ class DenoiseModel:
     @property
     def card_hash(self) -> str:
         """A short hash of the card (which includes the weights' hash) to identify the model."""
-        blob = json.dumps(self.card, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return card_hash(self.card)
 
     def to(self, device: str | torch.device) -> DenoiseModel:
         """Move the network to a device and return self."""
@@ -236,3 +235,9 @@ def load_model_file(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     network.load_state_dict(state, strict=True)
     network.eval().to(map_location)
     return DenoiseModel(network=network, card=card, path=weights_path.with_suffix(""))
+
+
+def card_hash(card: dict[str, Any]) -> str:
+    """A short hash of a model card (which includes the weights' hash) to identify a model."""
+    blob = json.dumps(card, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
