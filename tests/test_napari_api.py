@@ -108,7 +108,7 @@ def twins(tiny_gray, tiny_unet, tiny_rgb):
 
 
 def test_model_cache_reuses_and_notices_new_files(twins, tiny_unet):
-    from napari_wgan_denoise.napari._engine import ModelCache, card_key
+    from napari_wgan_denoise.inference.cache import ModelCache, card_key
 
     cache = ModelCache()
     first = cache.get("tiny-mse")
@@ -121,17 +121,17 @@ def test_model_cache_reuses_and_notices_new_files(twins, tiny_unet):
         cache.get("nope")
 
 
-def test_iter_denoise_yields_progress_and_cancels(twins, rng):
+def test_iter_progress_yields_progress_and_cancels(twins, rng):
     from napari_wgan_denoise import denoise
-    from napari_wgan_denoise.napari._engine import iter_denoise
+    from napari_wgan_denoise.napari._bridge import iter_progress
 
     model = load_model("tiny-mse")
     data = rng.normal(0, 1, (2, 70, 70)).astype(np.float32)
-    gen = iter_denoise(data, model, tile_size=64, batch_size=1)
+    gen = iter_progress(denoise, data, model, tile_size=64, batch_size=1)
     steps = []
     while True:
         try:
-            steps.append(next(gen))
+            steps.extend(next(gen))
         except StopIteration as stop:
             out = stop.value
             break
@@ -139,7 +139,7 @@ def test_iter_denoise_yields_progress_and_cancels(twins, rng):
     np.testing.assert_array_equal(out, denoise(data, model, tile_size=64, batch_size=1))
 
     cancel = threading.Event()
-    gen = iter_denoise(data, model, tile_size=64, batch_size=1, cancel=cancel)
+    gen = iter_progress(denoise, data, model, tile_size=64, batch_size=1, cancel=cancel)
     next(gen)
     cancel.set()
     with pytest.raises(Cancelled):
@@ -148,8 +148,7 @@ def test_iter_denoise_yields_progress_and_cancels(twins, rng):
 
 
 def test_quality_metrics_per_plane(rng):
-    from napari_wgan_denoise.metrics import psnr, ssim
-    from napari_wgan_denoise.napari._engine import quality_metrics
+    from napari_wgan_denoise.metrics import psnr, quality_metrics, ssim
 
     clean = rng.integers(0, 255, (3, 32, 32), dtype=np.uint8)
     noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
@@ -239,7 +238,7 @@ def test_compare_layer_without_viewer(twins, rng, no_shipped_models):
 def test_console_api_in_a_viewer(make_napari_viewer, twins, rng):
     """From napari's console: layers by name, the current viewer, current slice, grid."""
     from napari_wgan_denoise.napari import compare_layer, denoise_layer
-    from napari_wgan_denoise.napari._engine import grid_of
+    from napari_wgan_denoise.napari._viewer import grid_of
 
     viewer = make_napari_viewer()
     clean = rng.random((3, 40, 40)).astype(np.float32)
@@ -269,7 +268,7 @@ def test_console_api_in_a_viewer(make_napari_viewer, twins, rng):
 
 def test_current_slice_of_a_layer_with_fewer_dims_than_the_viewer(make_napari_viewer, twins, rng):
     from napari_wgan_denoise.napari import compare_layer, denoise_layer
-    from napari_wgan_denoise.napari._engine import grid_of
+    from napari_wgan_denoise.napari._viewer import grid_of
 
     viewer = make_napari_viewer()
     viewer.add_image(rng.random((2, 6, 16, 16)), name="tzyx")

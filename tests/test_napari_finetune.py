@@ -128,7 +128,7 @@ def test_paired_finetune_preview_picker_refresh_and_apply(make_napari_viewer, qt
     np.testing.assert_allclose(preview.translate, (4.0, 0, 0))
     np.testing.assert_allclose(preview.scale, layer.scale)
     assert viewer.layers.index(preview) == viewer.layers.index(layer) + 1
-    assert sum("preview" in info for batch in steps for info in batch) == 2
+    assert sum("preview" in info for step in steps for info in step.updates) == 2
     assert widget.layer_picker.layer() is layer  # the preview did not become the input
 
     # one click applies the new model to the layer
@@ -213,8 +213,8 @@ def test_stop_keeps_the_best_model_so_far(make_napari_viewer, qtbot, base, rng):
     widget.time_limit.setValue(5.0)  # minutes: a safety net, Stop comes first
     clicked = []
 
-    def on_step(batch):
-        if not clicked and any(info.get("iteration", 0) >= 2 for info in batch):
+    def on_step(step):
+        if not clicked and any(info.get("iteration", 0) >= 2 for info in step.updates):
             assert widget.cancel_button.text() == "Stop" and widget.cancel_button.isEnabled()
             widget.cancel_button.click()
             assert widget.status.text().startswith("Stopping")

@@ -15,7 +15,7 @@ zarr = pytest.importorskip("zarr")
 from napari.layers import Image  # noqa: E402
 
 from napari_wgan_denoise import Cancelled, denoise, load_model, save_user_model  # noqa: E402
-from napari_wgan_denoise.napari import _engine  # noqa: E402
+from napari_wgan_denoise.napari import _jobs  # noqa: E402
 from napari_wgan_denoise.napari.api import denoise_layer  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def stack(rng):
 
 def _check_output(layer, stack, model, cache_dir) -> None:
     assert isinstance(layer.data, da.Array)
-    store = Path(layer.metadata[_engine.METADATA_KEY]["store"])
+    store = Path(layer.metadata[_jobs.METADATA_KEY]["store"])
     assert store.is_dir() and store.parent == cache_dir and store.suffix == ".zarr"
     assert store.name.startswith("img-tiny-mse-")
     assert layer.data.chunks == ((1, 1, 1), (48,), (48,))
@@ -55,7 +55,7 @@ def test_denoise_layer_lazy(model, stack, cache_dir):
     _check_output(out, stack, model, cache_dir)
     assert seen[-1] == 1.0
     # a numpy layer and a current-slice preview are still computed in memory
-    assert not _engine.is_lazy_data(denoise_layer(Image(stack, name="img"), model).data)
+    assert not _jobs.is_lazy_data(denoise_layer(Image(stack, name="img"), model).data)
 
 
 def test_lazy_run_cancelled_leaves_no_store(model, stack, cache_dir):
@@ -91,7 +91,7 @@ def test_ome_zarr_layer_gives_ome_zarr_store(model, stack, cache_dir, tmp_path):
     with layer_source(path=str(src)):
         layer = Image(da.from_zarr(str(src), component="0"), name="img")
     out = denoise_layer(layer, model)
-    store = Path(out.metadata[_engine.METADATA_KEY]["store"])
+    store = Path(out.metadata[_jobs.METADATA_KEY]["store"])
     assert store.name.endswith(".ome.zarr")
     back = zarr.open_group(str(store), mode="r")
     assert back.attrs["multiscales"][0]["datasets"] == [{"path": "0"}]

@@ -9,7 +9,7 @@ pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
 from napari_wgan_denoise import load_model, save_user_model  # noqa: E402
-from napari_wgan_denoise.napari._engine import grid_of  # noqa: E402
+from napari_wgan_denoise.napari._viewer import grid_of  # noqa: E402
 
 PLUGIN = "napari-wgan-denoise"
 DENOISE = "Denoise"

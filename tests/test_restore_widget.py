@@ -160,7 +160,7 @@ def test_shapes_mask_matches_the_rectangle(make_napari_viewer, qtbot, models):
 
 
 def test_shapes_on_a_scaled_image_use_world_coordinates(make_napari_viewer, models):
-    from napari_wgan_denoise.napari._restore_engine import mask_from_layer
+    from napari_wgan_denoise.napari._masks import mask_from_layer
 
     viewer = make_napari_viewer()
     image = viewer.add_image(_image(), name="img", scale=(0.5, 0.5), translate=(10, 4))
@@ -196,9 +196,9 @@ def test_stack_with_a_2d_labels_mask_and_current_slice(make_napari_viewer, qtbot
 
 
 def test_cancel_adds_no_layer(make_napari_viewer, qtbot, models, notifications, monkeypatch):
-    from napari_wgan_denoise.napari import _restore_engine
+    from napari_wgan_denoise.napari import _runs
 
-    real = _restore_engine.restore
+    real = _runs.restore
 
     def slow_restore(*args, progress=None, cancel=None, **kwargs):
         """The real restore, but waiting after each plane until Cancel is pressed."""
@@ -211,7 +211,7 @@ def test_cancel_adds_no_layer(make_napari_viewer, qtbot, models, notifications, 
 
         return real(*args, progress=on_progress, cancel=cancel, **kwargs)
 
-    monkeypatch.setattr(_restore_engine, "restore", slow_restore)
+    monkeypatch.setattr(_runs, "restore", slow_restore)
     viewer = make_napari_viewer()
     data = np.stack([_image(seed=k) for k in range(8)])
     before = data.copy()

@@ -11,8 +11,12 @@ from napari.viewer import Viewer
 
 from ..errors import Cancelled
 from ..models.families import default_model_for
-from . import _engine
-from ._qt_common import error_message
+from ._bridge import Progress
+from ._choices import no_model_message
+from ._jobs import is_image_layer, layer_channels, prepare_job
+from ._runner import error_message
+from ._runs import Outputs, run_denoise
+from ._viewer import add_outputs
 
 #: Workers of one-click runs still in progress (kept alive until they finish).
 RUNNING: set[Any] = set()
@@ -21,9 +25,9 @@ RUNNING: set[Any] = set()
 def selected_image_layer(viewer: Any) -> Any | None:
     """The active layer if it is an image, else the only selected image layer, else None."""
     active = viewer.layers.selection.active
-    if _engine.is_image_layer(active):
+    if is_image_layer(active):
         return active
-    images = [lyr for lyr in viewer.layers.selection if _engine.is_image_layer(lyr)]
+    images = [lyr for lyr in viewer.layers.selection if is_image_layer(lyr)]
     return images[0] if len(images) == 1 else None
 
 
@@ -37,27 +41,26 @@ def start_default_denoise(viewer: Any, layer: Any | None = None) -> Any | None:
     if layer is None:
         show_info("Select an image layer to denoise first.")
         return None
-    channels = _engine.layer_channels(layer)
+    channels = layer_channels(layer)
     model = default_model_for(channels)
     if model is None:
-        show_warning(_engine.no_model_message(channels))
+        show_warning(no_model_message(channels))
         return None
     try:
-        job = _engine.prepare_job(layer)
+        job = prepare_job(layer)
     except ValueError as exc:
         show_error(str(exc))
         return None
     bar = progress(total=1000, desc=f"{layer.name} [{model}]")
-    worker = create_worker(_engine.run_denoise, job, model, _ignore_errors=True)
+    worker = create_worker(run_denoise, job, model, _ignore_errors=True)
 
-    def on_step(step: _engine.Step) -> None:
-        target = int(round(step[0] * 1000))
+    def on_step(step: Progress) -> None:
+        target = int(round(step.fraction * 1000))
         if worker in RUNNING and target > bar.n:
             bar.update(target - bar.n)
 
-    def on_returned(result: _engine.DenoiseResult) -> None:
-        source = layer if layer in viewer.layers else None
-        _engine.add_denoised(viewer, result, source)
+    def on_returned(outputs: Outputs) -> None:
+        add_outputs(viewer, outputs, layer if layer in viewer.layers else None)
 
     def on_errored(exc: BaseException) -> None:
         if isinstance(exc, Cancelled):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Generator
 from typing import Any
 
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from ..models.families import default_family_for, family_members, list_families
-from ..models.registry import model_entries
-from . import _engine
-from ._qt_common import ChoicePicker, LayerPicker, RunnerWidget, add_row
+from ..models.families import default_family_for, family_members
+from ._choices import family_choices, kind, no_model_message
+from ._jobs import layer_channels, prepare_job, prepare_reference
+from ._pickers import ChoicePicker, LayerPicker
+from ._runner import RunnerWidget, Started, add_row
+from ._runs import Outputs, run_compare
 
 __all__ = ["CompareWidget"]
 
@@ -71,20 +72,7 @@ class CompareWidget(RunnerWidget):
     # ------------------------------------------------------------------ choices
 
     def _family_choices(self) -> list[tuple[str, str, str, bool]]:
-        entries = {e.name: e for e in model_entries()}
-        channels = self._channels()
-        out = []
-        for family in list_families(entries):
-            mse, wgan = family_members(family, entries)
-            e_mse, e_wgan = entries[mse], entries[wgan]
-            fits = channels is None or (e_mse.channels == channels == e_wgan.channels)
-            kind = "RGB" if e_mse.channels == 3 else "gray"
-            label = f"{family}  ({mse} vs {wgan}, {kind})"
-            tip = f"{_engine.entry_tooltip(e_mse)}\n\n{_engine.entry_tooltip(e_wgan)}"
-            if not fits:
-                tip = f"Does not fit the {'RGB' if channels == 3 else 'gray'} layer.\n{tip}"
-            out.append((family, label, tip, fits))
-        return out
+        return family_choices(self._channels())
 
     def _preferred_family(self) -> str | None:
         channels = self._channels()
@@ -99,39 +87,34 @@ class CompareWidget(RunnerWidget):
         if layer is None:
             return "Add or open an image layer to compare on."
         if self.family_picker.value() is None:
-            channels = _engine.layer_channels(layer)
+            channels = layer_channels(layer)
             if not self.family_picker.values():
                 return (
                     "Compare needs a model family (an -mse and a -wgan model). "
-                    + _engine.no_model_message(channels)
+                    + no_model_message(channels)
                 )
-            kind = "RGB" if channels == 3 else "gray"
-            return f"No installed model family fits the {kind} layer {layer.name!r}."
+            return f"No installed model family fits the {kind(channels)} layer {layer.name!r}."
         return None
 
     # ------------------------------------------------------------------ running
 
-    def _start_job(
-        self, cancel: threading.Event
-    ) -> tuple[Callable[..., Generator], tuple, dict, Callable[[Any], None], str]:
+    def _start_job(self, cancel: threading.Event) -> Started:
         layer = self.layer_picker.layer()
         family = self.family_picker.value()
         if layer is None or family is None:
             raise ValueError(self._not_ready_reason() or "Nothing to run.")
         mse, wgan = family_members(family)
-        job = _engine.prepare_job(
-            layer,
-            current_slice=self.current_slice.isChecked(),
-            world_point=self.viewer.dims.point,
+        job = prepare_job(
+            layer, current_slice=self.current_slice.isChecked(), world_point=self.viewer.dims.point
         )
         reference = self.reference_picker.layer()
-        ref_job = _engine.prepare_reference(reference, job) if reference is not None else None
+        ref_job = prepare_reference(reference, job) if reference is not None else None
+        add = self._adder(layer, grid=True)
 
-        def on_result(result: _engine.CompareResult) -> None:
-            source = layer if layer in self.viewer.layers else None
-            self.last_layers = _engine.add_comparison(self.viewer, result, source)
-            self.last_metrics = result.metrics
-            self.show_metrics(result.metrics)
+        def on_result(outputs: Outputs) -> None:
+            self.last_layers = tuple(add(outputs))
+            self.last_metrics = outputs.metrics
+            self.show_metrics(outputs.metrics)
 
         kwargs = {
             "family": family,
@@ -141,7 +124,7 @@ class CompareWidget(RunnerWidget):
             **self.options(),
         }
         description = f"Compare {mse} vs {wgan} on {layer.name}"
-        return _engine.run_compare, (job, mse, wgan), kwargs, on_result, description
+        return run_compare, (job, mse, wgan), kwargs, on_result, description
 
     def show_metrics(self, metrics: dict[str, dict[str, float]] | None) -> None:
         """Fill the metrics table (hidden when there is no reference)."""

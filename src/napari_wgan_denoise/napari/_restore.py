@@ -3,29 +3,22 @@
 Pick an image layer, a mask layer (Labels: non-zero labels; Shapes: the union of the
 shapes, used on every plane) or no mask (deblur + denoise only), and a restore model; the
 core :func:`~napari_wgan_denoise.restore` runs in a background worker with a progress bar
-and Cancel. The mask rules are in :mod:`._restore_engine`.
+and Cancel. The mask rules are in :mod:`._masks`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator
 from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QWidget
 
-from . import _engine
-from ._qt_common import ChoicePicker, LayerPicker, RunnerWidget, add_row
-from ._restore_engine import (
-    NO_MASK_TEXT,
-    NO_RESTORE_MODEL,
-    RestoreResult,
-    add_restored,
-    default_restore_model,
-    is_mask_layer,
-    prepare_restore,
-    run_restore,
-)
+from ._choices import NO_MASK_TEXT, NO_RESTORE_MODEL
+from ._jobs import layer_channels, prepare_restore
+from ._masks import is_mask_layer
+from ._pickers import LayerPicker
+from ._runner import RunnerWidget, Started, add_row
+from ._runs import run_restore
 
 __all__ = ["MaskPicker", "RestoreWidget"]
 
@@ -62,12 +55,7 @@ class RestoreWidget(RunnerWidget):
         self.last_layers: list[Any] = []
         self.layer_picker = LayerPicker(napari_viewer, parent=self)
         self.mask_picker = MaskPicker(napari_viewer, parent=self)
-        self.model_picker = ChoicePicker(
-            self._model_choices,
-            empty_text="No restore models installed",
-            preferred=self._preferred_model,
-            parent=self,
-        )
+        self.model_picker = self.model_picker_for("restore", "No restore models installed")
         self.add_inpainted = QCheckBox("Also add the inpainting-only layer", self)
         self.add_inpainted.setToolTip(
             "Also add '<image> inpainted (<model>)': the holes filled but blur and noise "
@@ -100,18 +88,6 @@ class RestoreWidget(RunnerWidget):
         self.model_picker.currentIndexChanged.connect(lambda *_: self.update_run_state())
         self.update_run_state()
 
-    #: The restored layer added by the last successful run (for scripts and tests).
-    last_layer: Any | None = None
-
-    # ------------------------------------------------------------------ choices
-
-    def _model_choices(self) -> list[tuple[str, str, str, bool]]:
-        return _engine.model_choices(self._channels(), task="restore")
-
-    def _preferred_model(self) -> str | None:
-        channels = self._channels()
-        return default_restore_model(channels) if channels else None
-
     def _on_layer_changed(self, layer: Any) -> None:
         self.model_picker.refresh()
         self.update_run_state()
@@ -123,7 +99,7 @@ class RestoreWidget(RunnerWidget):
         if self.model_picker.value() is None:
             if not self.model_picker.values():
                 return NO_RESTORE_MODEL
-            if _engine.layer_channels(layer) == 3:
+            if layer_channels(layer) == 3:
                 return (
                     f"Layer {layer.name!r} is RGB but every installed restore model is gray "
                     "(single-channel); choose a gray layer or split this one into its "
@@ -138,9 +114,7 @@ class RestoreWidget(RunnerWidget):
 
     # ------------------------------------------------------------------ running
 
-    def _start_job(
-        self, cancel: threading.Event
-    ) -> tuple[Callable[..., Generator], tuple, dict, Callable[[Any], None], str]:
+    def _start_job(self, cancel: threading.Event) -> Started:
         layer = self.layer_picker.layer()
         model = self.model_picker.value()
         if layer is None or model is None:
@@ -151,12 +125,6 @@ class RestoreWidget(RunnerWidget):
             current_slice=self.current_slice.isChecked(),
             world_point=self.viewer.dims.point,
         )
-
-        def on_result(result: RestoreResult) -> None:
-            source = layer if layer in self.viewer.layers else None
-            self.last_layers = add_restored(self.viewer, result, source)
-            self.last_layer = self.last_layers[0]
-
         options = self.options()
         kwargs = {
             "cache": self.cache,
@@ -165,4 +133,5 @@ class RestoreWidget(RunnerWidget):
             "tile_size": options["tile_size"],
             "inpainted": self.add_inpainted.isChecked(),
         }
-        return run_restore, (job, model), kwargs, on_result, f"{layer.name} restored ({model})"
+        description = f"{layer.name} restored ({model})"
+        return run_restore, (job, model), kwargs, self._adder(layer), description

@@ -26,7 +26,11 @@ from napari.layers import Image, Labels, Shapes
 
 from ..models.families import default_family_for, default_model_for, family_members
 from ..models.model import DenoiseModel
-from . import _engine, _restore_engine
+from ._bridge import drive
+from ._choices import NO_RESTORE_MODEL, default_restore_model, no_model_message
+from ._jobs import LayerJob, is_image_layer, prepare_job, prepare_reference, prepare_restore
+from ._runs import Outputs, run_compare, run_denoise, run_restore
+from ._viewer import add_outputs, to_layers
 
 __all__ = ["Comparison", "compare_layer", "denoise_layer", "restore_layer"]
 
@@ -49,18 +53,25 @@ def _resolve(layer: Image | str, viewer: Any | None) -> tuple[Image, Any | None]
             names = ", ".join(repr(lyr.name) for lyr in viewer.layers) or "(none)"
             raise ValueError(f"The viewer has no layer named {layer!r}; its layers: {names}.")
         layer = viewer.layers[layer]
-    if not _engine.is_image_layer(layer):
+    if not is_image_layer(layer):
         raise ValueError(
             f"{getattr(layer, 'name', layer)!r} is not an image layer; denoising needs an Image."
         )
     return layer, viewer
 
 
-def _job(layer: Image, viewer: Any | None, current_slice: bool) -> _engine.LayerJob:
+def _job(layer: Image, viewer: Any | None, current_slice: bool) -> LayerJob:
     if current_slice and viewer is None and layer.ndim > 2:
         raise ValueError("current_slice=True needs the viewer that shows the layer (viewer=).")
     point = viewer.dims.point if viewer is not None else None
-    return _engine.prepare_job(layer, current_slice=current_slice, world_point=point)
+    return prepare_job(layer, current_slice=current_slice, world_point=point)
+
+
+def _place(outputs: Outputs, layer: Image, viewer: Any | None, *, grid: bool = False) -> list:
+    """The outputs as layers, added just above ``layer`` in ``viewer`` unless it is None."""
+    if viewer is None:
+        return to_layers(outputs)
+    return add_outputs(viewer, outputs, layer, grid=grid)
 
 
 def denoise_layer(
@@ -97,9 +108,9 @@ def denoise_layer(
     if model is None:
         model = default_model_for(job.channels)
         if model is None:
-            raise ValueError(_engine.no_model_message(job.channels))
-    result = _engine.drive(
-        _engine.run_denoise(
+            raise ValueError(no_model_message(job.channels))
+    outputs = drive(
+        run_denoise(
             job,
             model,
             device=device,
@@ -109,9 +120,7 @@ def denoise_layer(
         ),
         progress,
     )
-    if viewer is not None and add_to_viewer:
-        return _engine.add_denoised(viewer, result, layer)
-    return result.to_layer(layer.metadata)
+    return _place(outputs, layer, viewer if add_to_viewer else None)[0]
 
 
 @dataclass
@@ -166,15 +175,15 @@ def compare_layer(
         if family is None:
             raise ValueError(
                 "No complete model family (an -mse and a -wgan model) fits this layer. "
-                + _engine.no_model_message(job.channels)
+                + no_model_message(job.channels)
             )
     mse_name, wgan_name = family_members(family)
     ref_job = None
     if reference is not None:
         ref_layer, _ = _resolve(reference, viewer)
-        ref_job = _engine.prepare_reference(ref_layer, job)
-    result = _engine.drive(
-        _engine.run_compare(
+        ref_job = prepare_reference(ref_layer, job)
+    outputs = drive(
+        run_compare(
             job,
             mse_name,
             wgan_name,
@@ -187,12 +196,8 @@ def compare_layer(
         ),
         progress,
     )
-    if viewer is not None and add_to_viewer:
-        mse, wgan, diff = _engine.add_comparison(viewer, result, layer, grid=grid)
-    else:
-        mse, wgan = result.mse.to_layer(layer.metadata), result.wgan.to_layer(layer.metadata)
-        diff = result.difference_layer()
-    return Comparison(family, mse, wgan, diff, result.metrics)
+    mse, wgan, diff = _place(outputs, layer, viewer if add_to_viewer else None, grid=grid)
+    return Comparison(family, mse, wgan, diff, outputs.metrics)
 
 
 def restore_layer(
@@ -238,18 +243,18 @@ def restore_layer(
         mask = viewer.layers[mask]
     if current_slice and viewer is None and layer.ndim > 2:
         raise ValueError("current_slice=True needs the viewer that shows the layer (viewer=).")
-    job = _restore_engine.prepare_restore(
+    job = prepare_restore(
         layer,
         mask,
         current_slice=current_slice,
         world_point=viewer.dims.point if viewer is not None else None,
     )
     if model is None:
-        model = _restore_engine.default_restore_model(job.layer.channels)
+        model = default_restore_model(job.layer.channels)
         if model is None:
-            raise ValueError(_restore_engine.NO_RESTORE_MODEL)
-    result = _engine.drive(
-        _restore_engine.run_restore(
+            raise ValueError(NO_RESTORE_MODEL)
+    outputs = drive(
+        run_restore(
             job,
             model,
             device=device,
@@ -259,8 +264,5 @@ def restore_layer(
         ),
         progress,
     )
-    if viewer is not None and add_to_viewer:
-        layers = _restore_engine.add_restored(viewer, result, layer)
-    else:
-        layers = result.to_layers(layer.metadata)
+    layers = _place(outputs, layer, viewer if add_to_viewer else None)
     return (layers[0], layers[1]) if return_inpainted else layers[0]

@@ -1,0 +1,119 @@
+"""The controls of the fine-tuning widget: its pickers, spin boxes and their help texts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+
+from ..training.finetune import N2N_REFERENCE_WEIGHT
+from ._choices import FINETUNE_MODES
+from ._masks import is_mask_layer
+from ._pickers import LayerPicker
+from ._runner import add_row
+
+#: The label and tooltip of the clean / reference picker in each mode.
+CLEAN_LABELS: dict[str, tuple[str, str]] = {
+    "paired": (
+        "Clean:",
+        "The clean version of the same stack (same shape), e.g. an average of many "
+        "acquisitions: the training target.",
+    ),
+    "two-stage": (
+        "References:",
+        "Optional clean images of similar content, any size (unpaired): the critic "
+        "learns what clean looks like from them. (none): images shipped with the "
+        "package for the base model's modality.",
+    ),
+    "n2n": (
+        "Reference:",
+        "Optional clean images of similar content (unpaired): adds a Wasserstein "
+        f"critic with weight {N2N_REFERENCE_WEIGHT:g}. (none): plain Noise2Noise.",
+    ),
+}
+
+
+def clean_label(mode: str) -> tuple[str, str]:
+    """``(label, tooltip)`` of the clean / reference picker in ``mode``."""
+    return CLEAN_LABELS[mode]
+
+
+def build_form(widget: Any) -> None:
+    """Make the fine-tuning controls as attributes of ``widget`` and add them to its form:
+    image, mode, clean / reference, frames axis, ROI, base model, iterations, time limit,
+    preview interval and the new model's name."""
+    viewer = widget.viewer
+    widget.layer_picker = LayerPicker(viewer, parent=widget)
+    widget.mode_picker = QComboBox(widget)
+    for k, (value, label, tip) in enumerate(FINETUNE_MODES):
+        widget.mode_picker.addItem(label, value)
+        widget.mode_picker.setItemData(k, tip, Qt.ItemDataRole.ToolTipRole)
+    widget.clean_picker = LayerPicker(viewer, allow_none=True, follow=False, parent=widget)
+    widget.axis_picker = QComboBox(widget)
+    widget.roi_picker = LayerPicker(
+        viewer, allow_none=True, follow=False, accepts=is_mask_layer, parent=widget
+    )
+    widget.base_picker = widget.model_picker_for("denoise")
+    widget.iterations = QSpinBox(widget)
+    widget.iterations.setRange(1, 1_000_000)
+    widget.iterations.setSingleStep(100)
+    widget.iterations.setValue(500)
+    widget.time_limit = QDoubleSpinBox(widget)
+    widget.time_limit.setRange(0.0, 24 * 60.0)
+    widget.time_limit.setDecimals(1)
+    widget.time_limit.setSingleStep(1.0)
+    widget.time_limit.setSuffix(" min")
+    widget.time_limit.setSpecialValueText("none")
+    widget.preview_every = QSpinBox(widget)
+    widget.preview_every.setRange(0, 1_000_000)
+    widget.preview_every.setSingleStep(100)
+    widget.preview_every.setValue(200)
+    widget.preview_every.setSpecialValueText("off")
+    widget.preview_every.setSuffix(" iterations")
+    widget.save_as = QLineEdit(widget)
+    widget.save_as.setPlaceholderText("automatic: <base>-ft-<mode>-<time>")
+
+    form = widget.form
+    add_row(form, "Image:", widget.layer_picker, "The noisy image layer to learn from.")
+    add_row(form, "Mode:", widget.mode_picker)
+    add_row(form, "Clean:", widget.clean_picker)
+    add_row(
+        form,
+        "Frames axis:",
+        widget.axis_picker,
+        "Noise2Noise: the axis along which the frames repeat the same field.",
+    )
+    add_row(
+        form,
+        "ROI:",
+        widget.roi_picker,
+        "Optional Labels or Shapes layer: patches are taken only inside it (labels > 0 "
+        "in any plane, or the union of the shapes).",
+    )
+    add_row(form, "Base model:", widget.base_picker)
+    add_row(
+        form,
+        "Iterations:",
+        widget.iterations,
+        "Training iterations; the run also ends at the time limit or with Stop.",
+    )
+    add_row(
+        form,
+        "Time limit:",
+        widget.time_limit,
+        "Stop after this long and keep the best weights so far (none: no limit).",
+    )
+    add_row(
+        form,
+        "Preview every:",
+        widget.preview_every,
+        "Refresh the '<image> [fine-tune preview]' layer (the current slice denoised "
+        "with the model being trained) this often.",
+    )
+    add_row(
+        form,
+        "Save as:",
+        widget.save_as,
+        "Name of the new user model (letters, digits, '-', '_', '.').",
+    )

@@ -1,0 +1,312 @@
+"""The base of the plugin's widgets: run options, Run/Cancel and the napari worker.
+
+A widget subclass adds its pickers to ``self.form`` (the image one as
+``self.layer_picker``) and implements ``_not_ready_reason`` and ``_start_job``: a run of
+:mod:`._runs` (a generator yielding :class:`~._bridge.Progress`) and what to do with its
+result in the main thread (usually :func:`~._viewer.add_outputs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import Cancelled
+from ..inference import available_devices
+from ..inference.cache import ModelCache
+from ..models.families import default_model_for
+from ._bridge import Progress
+from ._choices import default_restore_model, kind, model_choices, no_model_message
+from ._jobs import layer_channels
+from ._pickers import ChoicePicker
+from ._runs import Outputs
+from ._viewer import add_outputs
+
+logger = logging.getLogger(__name__)
+
+#: napari progress bars count in thousandths of the whole run.
+PROGRESS_STEPS = 1000
+
+#: What ``_start_job`` returns: the run (a generator function), its positional and keyword
+#: arguments, what to do with its result in the main thread, and a description.
+Started = tuple[Callable[..., Generator], tuple, dict, Callable[[Any], None], str]
+
+
+class RunnerWidget(QWidget):
+    """Base of the plugin's widgets: run options, Run/Cancel and the worker.
+
+    Subclasses add their pickers to ``self.form`` (the image one as ``self.layer_picker``)
+    and implement ``_start_job`` returning a generator (run in a napari ``thread_worker``)
+    and a callback for its result.
+    """
+
+    #: Emitted in the main thread when a run ends: "done", "cancelled" or "error".
+    run_finished = Signal(str)
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.cache = ModelCache()
+        #: Tiles per batch (None: the core's default); tests set 1 for fine-grained progress.
+        self.batch_size: int | None = None
+        self.worker: Any | None = None
+        self._cancel: threading.Event | None = None
+        self._pbar: progress | None = None
+        self._outcome = "done"
+
+        self.form = QFormLayout()
+        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+
+        self.device_picker = QComboBox(self)
+        self.device_picker.addItems(available_devices())
+        self.device_picker.setToolTip("auto: CUDA, then Apple MPS, then CPU.")
+        self.tile_size = QSpinBox(self)
+        self.tile_size.setRange(0, 8192)
+        self.tile_size.setSingleStep(64)
+        self.tile_size.setSpecialValueText("auto")
+        self.tile_size.setSuffix(" px")
+        self.tile_size.setToolTip(
+            "Tile edge in pixels; auto is 512 on CPU and 1024 on CUDA. Smaller tiles use "
+            "less memory; the result does not depend on it."
+        )
+        self.current_slice = QCheckBox("current slice only (quick preview)", self)
+        self.current_slice.setToolTip(
+            "Denoise only the YX plane shown at the sliders' position; the result is placed "
+            "at that plane and named '... (slice i, j)'."
+        )
+
+        self.run_button = QPushButton("Run", self)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(lambda *_: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+
+        self.status = QLabel("", self)
+        self.status.setWordWrap(True)
+        self.status.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+
+        self.layout_ = QVBoxLayout(self)
+        self.layout_.addLayout(self.form)
+        self.options_form = QFormLayout()
+        self.options_form.addRow("Device:", self.device_picker)
+        self._place_run_options(self.options_form)
+        self.layout_.addLayout(self.options_form)
+        self.layout_.addLayout(buttons)
+        self.layout_.addWidget(self.status)
+        self.layout_.addStretch(1)  # keep the controls together at the top of the dock
+
+    def _place_run_options(self, form: QFormLayout) -> None:
+        """Put the tile size and "current slice only" under the device (subclasses that use
+        them elsewhere override this)."""
+        form.addRow("Tile size:", self.tile_size)
+        form.addRow(self.current_slice)
+
+    # ------------------------------------------------------------------ options
+
+    @property
+    def busy(self) -> bool:
+        """Whether a run is in progress."""
+        return self.worker is not None
+
+    def options(self) -> dict[str, Any]:
+        """Device, tile size and batch size for the engine."""
+        return {
+            "device": self.device_picker.currentText() or "auto",
+            "tile_size": self.tile_size.value() or None,
+            "batch_size": self.batch_size,
+        }
+
+    def update_run_state(self) -> None:
+        """Enable Run only when idle and the inputs make sense; say why not otherwise."""
+        reason = None if self.busy else self._not_ready_reason()
+        self.run_button.setEnabled(not self.busy and reason is None)
+        self.run_button.setToolTip(reason or "")
+        if reason and not self.busy:
+            self.status.setText(reason)
+        elif not self.busy and self.status.text() == self._last_reason:
+            self.status.setText("")
+        self._last_reason = reason
+
+    _last_reason: str | None = None
+
+    def _not_ready_reason(self) -> str | None:
+        raise NotImplementedError
+
+    def _channels(self) -> int | None:
+        """Channels of the picked layer (1 gray, 3 RGB), or None when no layer is picked."""
+        layer = self.layer_picker.layer()
+        return layer_channels(layer) if layer is not None else None
+
+    def model_picker_for(
+        self, task: str = "denoise", empty_text: str = "No models installed"
+    ) -> ChoicePicker:
+        """A picker of the registry's models of ``task`` that greys out those that do not fit
+        the picked layer and prefers the default model for it."""
+        default = default_model_for if task == "denoise" else default_restore_model
+
+        def preferred() -> str | None:
+            channels = self._channels()
+            return default(channels) if channels else None
+
+        return ChoicePicker(
+            lambda: model_choices(self._channels(), task),
+            empty_text=empty_text,
+            preferred=preferred,
+            parent=self,
+        )
+
+    def _no_fitting_model(self, picker: ChoicePicker, layer: Any) -> str:
+        """Why ``picker`` offers nothing for ``layer``: no model at all, or none that fits."""
+        channels = layer_channels(layer)
+        if not picker.values():
+            return no_model_message(channels)
+        return f"No installed model fits the {kind(channels)} layer {layer.name!r}."
+
+    def _adder(self, layer: Any, *, grid: bool = False) -> Callable[[Outputs], list[Any]]:
+        """A result callback that adds a run's outputs just above ``layer`` and keeps them
+        as ``last_layers`` (and the first as ``last_layer``)."""
+
+        def on_result(outputs: Outputs) -> list[Any]:
+            source = layer if layer in self.viewer.layers else None
+            self.last_layers = add_outputs(self.viewer, outputs, source, grid=grid)
+            self.last_layer = self.last_layers[0]
+            return self.last_layers
+
+        return on_result
+
+    #: The layers added by the last successful run, and the first of them.
+    last_layers: Any = None
+    last_layer: Any | None = None
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> Any | None:
+        """Start a run in a worker thread; returns the worker (None if nothing started)."""
+        return self.start_run(self._start_job)
+
+    def start_run(self, start: Callable[[threading.Event], Started]) -> Any | None:
+        """Start the run that ``start(cancel)`` prepares (``_start_job`` for Run) in a worker
+        thread; returns the worker (None if nothing started)."""
+        if self.busy:
+            return None
+        self._cancel = threading.Event()
+        try:
+            started = start(self._cancel)
+        except (ValueError, MemoryError) as exc:  # bad input found before starting
+            self._cancel = None
+            show_error(str(exc))
+            self.status.setText(str(exc))
+            self.run_finished.emit("error")
+            return None
+        gen_func, args, kwargs, on_result, description = started
+        self._on_result = on_result
+        self._outcome = "done"
+        self._pbar = progress(total=PROGRESS_STEPS, desc=description)
+        worker = create_worker(gen_func, *args, _ignore_errors=True, **kwargs)
+        worker.yielded.connect(self._on_step)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.status.setText(description)
+        self.update_run_state()
+        self.cancel_button.setEnabled(True)
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next tile."""
+        if self.busy and self._cancel is not None:
+            self._cancel.set()
+            self.status.setText("Cancelling...")
+            self.cancel_button.setEnabled(False)
+
+    def _start_job(self, cancel: threading.Event) -> Started:
+        raise NotImplementedError
+
+    def _on_step(self, step: Progress) -> None:
+        fraction, message = step.fraction, step.message
+        bar = self._pbar  # updating the bar may process events, even this run's end
+        if self.worker is None or bar is None:
+            return
+        if message and not (self._cancel is not None and self._cancel.is_set()):
+            self.status.setText(f"{message}: {fraction:.0%}")
+        if message and message != bar.desc:
+            bar.set_description(message)
+        target = int(round(min(max(fraction, 0.0), 1.0) * PROGRESS_STEPS))
+        if target != bar.n:
+            bar.update(target - bar.n)
+
+    def _on_returned(self, result: Any) -> None:
+        try:
+            self._on_result(result)
+        except Exception as exc:  # adding layers failed: report, keep the viewer usable
+            self._outcome = "error"
+            show_error(f"Could not add the result to the viewer: {exc}")
+            self.status.setText(str(exc))
+        else:
+            self.status.setText("Done.")
+
+    def _on_errored(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self._outcome = "cancelled"
+            show_info(str(exc))
+            self.status.setText("Cancelled; no layer was added.")
+        else:
+            self._outcome = "error"
+            message = error_message(exc)
+            show_error(message)
+            self.status.setText(message)
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self._cancel = None
+        self.cancel_button.setEnabled(False)
+        self.update_run_state()
+        self.run_finished.emit(self._outcome)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        """Stop a running job when the widget is closed."""
+        self.cancel()
+        super().closeEvent(event)
+
+
+def error_message(exc: BaseException) -> str:
+    """The core's own message for the errors it raises on purpose (bad input, memory);
+    anything unexpected is logged with its traceback and named by type."""
+    if isinstance(exc, (ValueError, MemoryError, OSError)) and str(exc):
+        return str(exc)
+    logger.error("The operation failed", exc_info=exc)
+    return f"The operation failed with {type(exc).__name__}: {exc} (details in the log)"
+
+
+def add_row(form: QFormLayout, label: str, widget: QWidget, tip: str = "") -> None:
+    """Add a labelled row with a tooltip."""
+    if tip:
+        widget.setToolTip(tip)
+    form.addRow(label, widget)

@@ -1,0 +1,453 @@
+"""The runs: denoise, compare, restore and fine-tune a job, in a worker thread.
+
+Each run is a generator that yields :class:`~._bridge.Progress` events and returns its
+outputs as napari ``LayerDataTuple``s ``(data, kwargs, "image")`` (in :class:`Outputs`),
+which the widgets and the console API add with :mod:`._viewer` (napari's own pattern: a
+worker returns layer data, the main thread makes the layers). The core does the work;
+this module only loads models (through the shared cache), checks that they fit and
+records how each output was made in ``metadata["napari_wgan_denoise"]``.
+
+A lazily loaded layer (its data a dask or zarr array) denoised whole is processed chunk
+by chunk with :func:`~napari_wgan_denoise.inference.lazy.denoise_lazy` into a zarr store
+in the output cache folder (:func:`output_cache_dir`; OME-Zarr when the layer was read
+from an OME-Zarr image); the output is a dask array backed by that store, whose path is
+recorded as ``metadata["napari_wgan_denoise"]["store"]``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import Cancelled
+from ..inference import denoise, resolve_device, restore
+from ..inference.cache import SHARED_CACHE, ModelCache
+from ..inference.channels import check_channels, merge_alpha, split_alpha
+from ..metrics import quality_metrics
+from ..models.model import DenoiseModel
+from ..models.registry import find_model, load_model
+from ._bridge import Progress, iter_progress, scaled
+from ._jobs import METADATA_KEY, FinetuneJob, LayerJob, ReferenceJob, RestoreJob, is_lazy_data
+
+#: What napari makes a layer from: ``(data, layer keyword arguments, layer type)``.
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+
+@dataclass
+class Outputs:
+    """What a run made: layer data to add just above the input layer ``source``.
+
+    ``linked`` leading outputs share contrast limits with the input (Compare's twins);
+    ``metrics`` maps ``"input"`` and each model to PSNR / SSIM / gradient ratio when a
+    reference was given.
+    """
+
+    source: str
+    layers: list[LayerDataTuple]
+    linked: int = 0
+    metrics: dict[str, dict[str, float]] | None = None
+
+
+def image_data(data: Any, job: LayerJob, name: str, record: dict[str, Any]) -> LayerDataTuple:
+    """An output placed and displayed like the job's input, with the input's metadata plus
+    ``record`` under ``METADATA_KEY``."""
+    meta = {**job.metadata, METADATA_KEY: {**record, "package_version": __version__}}
+    kwargs = {**job.layer_kwargs, "name": job.output_name(name), "metadata": meta}
+    return data, kwargs, "image"
+
+
+def _settings(job: LayerJob, device: str, tile_size: int | None, batch_size: int | None) -> dict:
+    return {
+        "device": str(device),
+        "device_used": str(resolve_device(device)),
+        "tile_size": int(tile_size) if tile_size else None,
+        "batch_size": int(batch_size) if batch_size else None,
+        "current_slice": job.slice_at is not None,
+        "slice": list(job.slice_at) if job.slice_at is not None else None,
+    }
+
+
+def _load(model: str | DenoiseModel, cache: ModelCache) -> tuple[DenoiseModel, str]:
+    """The model (cached) and its name for people (the card's name for a model object or a
+    file path)."""
+    name = model.name if isinstance(model, DenoiseModel) else str(model)
+    loaded = cache.get(model)
+    try:
+        find_model(name)
+    except ValueError:  # a model object or a file path: use the card's name
+        name = loaded.name
+    return loaded, name
+
+
+def _check(model: DenoiseModel, name: str, job: LayerJob, kind: str = "model") -> None:
+    """The one channel-fit check, with the layer named for people."""
+    check_channels(model.channels, job.channels, model=name, image=f"Layer {job.name!r}", kind=kind)
+
+
+def _denoise_data(
+    data: np.ndarray,
+    model: DenoiseModel,
+    job: LayerJob,
+    cache: ModelCache,
+    *,
+    cancel: Any,
+    options: dict[str, Any],
+    start: float,
+    span: float,
+    message: str,
+) -> Generator[Progress, None, np.ndarray]:
+    """Denoise ``data`` (RGBA: the colours, alpha kept) and yield scaled progress."""
+    colours, alpha = split_alpha(data, job.rgb)
+    steps = iter_progress(
+        denoise, colours, model, cancel=cancel, lock=cache.lock_for(model), **options
+    )
+    out = yield from scaled(steps, start, span, message)
+    return merge_alpha(out, alpha)
+
+
+# --------------------------------------------------------------------------- denoise
+
+
+def output_cache_dir() -> Path:
+    """Where lazily denoised layers are written: ``$NAPARI_WGAN_DENOISE_CACHE`` if set,
+    else ``~/.cache/napari-wgan-denoise/outputs``. Delete old stores there when done."""
+    env = os.environ.get("NAPARI_WGAN_DENOISE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "napari-wgan-denoise" / "outputs"
+
+
+def output_store_path(layer_name: str, model_name: str, *, ome: bool = False) -> Path:
+    """A new store path ``<cache>/<layer>-<model>-<timestamp>.zarr`` (``.ome.zarr``)."""
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "layer"
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    suffix = ".ome.zarr" if ome else ".zarr"
+    return output_cache_dir() / f"{safe(layer_name)}-{safe(model_name)}-{stamp}{suffix}"
+
+
+def _runs_lazily(job: LayerJob) -> bool:
+    """Whether a job is processed chunk by chunk into a zarr store: the whole of a dask or
+    zarr layer (not RGBA, whose alpha is carried over in memory), dask and zarr installed."""
+    if job.slice_at is not None or not is_lazy_data(job.source):
+        return False
+    if job.rgb and job.shape[-1] == 4:
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("dask", "zarr"))
+
+
+def _denoise_lazily(
+    job: LayerJob, model: DenoiseModel, name: str, cache: ModelCache, *, cancel: Any, **options
+) -> Generator[Progress, None, tuple[Any, Path]]:
+    """Denoise a lazy layer chunk by chunk into a new store in the output cache folder;
+    returns the output as a dask array backed by the store, and the store's path."""
+    from ..inference.lazy import _remove, denoise_lazy
+
+    store = output_store_path(job.name, name, ome=job.ome_source is not None)
+    steps = iter_progress(
+        denoise_lazy,
+        job.source,
+        model,
+        cancel=cancel,
+        lock=cache.lock_for(model),
+        out=store,
+        like=job.ome_source,
+        **options,
+    )
+    out = yield from scaled(steps, 0.0, 1.0, f"Denoising {job.name} with {name} (chunk by chunk)")
+    if cancel is not None and cancel.is_set():
+        _remove(store)
+    return out, store
+
+
+def run_denoise(
+    job: LayerJob,
+    model: str | DenoiseModel,
+    *,
+    cache: ModelCache = SHARED_CACHE,
+    device: str = "auto",
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    cancel: Any | None = None,
+) -> Generator[Progress, None, Outputs]:
+    """Load ``model`` (cached) and denoise the job's data into ``"<input> [<model>]"``."""
+    name = model.name if isinstance(model, DenoiseModel) else str(model)
+    yield Progress(0.0, f"Loading {name}")
+    dmodel, name = _load(model, cache)
+    _check(dmodel, name, job)
+    options = {"device": device, "tile_size": tile_size, "batch_size": batch_size}
+    record: dict[str, Any] = {
+        "model": name,
+        "card_hash": dmodel.card_hash,
+        "source_layer": job.name,
+        "settings": _settings(job, device, tile_size, batch_size),
+    }
+    if _runs_lazily(job):
+        out, store = yield from _denoise_lazily(job, dmodel, name, cache, cancel=cancel, **options)
+        record["store"] = str(store)
+    else:
+        out = yield from _denoise_data(
+            job.read(),
+            dmodel,
+            job,
+            cache,
+            cancel=cancel,
+            options=options,
+            start=0.0,
+            span=1.0,
+            message=f"Denoising {job.name} with {name}",
+        )
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("Denoising was cancelled; no layer was added.")
+    yield Progress(1.0, "Done")
+    return Outputs(job.name, [image_data(out, job, f"{job.name} [{name}]", record)])
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def difference(mse: np.ndarray, wgan: np.ndarray, rgb: bool) -> np.ndarray:
+    """``|MSE - WGAN|`` as float32; for RGB(A) the mean over the three colours (gray map)."""
+    diff = np.abs(mse.astype(np.float32) - wgan.astype(np.float32))
+    if rgb:
+        diff = diff[..., :3].mean(axis=-1)
+    return diff
+
+
+def _difference_data(
+    diff: np.ndarray, job: LayerJob, family: str, records: list[dict[str, Any]]
+) -> LayerDataTuple:
+    """The ``|MSE - WGAN|`` map as a gray-scale layer placed like the input."""
+    drop = ("contrast_limits", "colormap", "gamma", "rgb", "blending")
+    kwargs = {k: v for k, v in job.layer_kwargs.items() if k not in drop}
+    top = float(np.percentile(diff, 99.9)) if diff.size else 1.0
+    if not top > 0:
+        top = float(diff.max()) or 1.0
+    meta = {
+        METADATA_KEY: {
+            "family": family,
+            "models": [r["model"] for r in records],
+            "card_hashes": [r["card_hash"] for r in records],
+            "source_layer": job.name,
+            "settings": dict(records[0]["settings"]),
+            "what": "|MSE - WGAN|: where the adversarial model changed the image most",
+            "package_version": __version__,
+        }
+    }
+    name = job.output_name(f"{job.name} |MSE − WGAN| [{family}]")
+    kwargs.update(name=name, colormap="magma", contrast_limits=(0.0, top), rgb=False)
+    return diff, {**kwargs, "metadata": meta}, "image"
+
+
+def run_compare(
+    job: LayerJob,
+    mse_name: str,
+    wgan_name: str,
+    *,
+    family: str,
+    reference: ReferenceJob | None = None,
+    cache: ModelCache = SHARED_CACHE,
+    device: str = "auto",
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    cancel: Any | None = None,
+) -> Generator[Progress, None, Outputs]:
+    """Run a family's ID-MSE and ID-MSE-WGAN models on the same data: both outputs, their
+    difference and (with a reference) the metrics."""
+    yield Progress(0.0, f"Loading {mse_name} and {wgan_name}")
+    models = [cache.get(mse_name), cache.get(wgan_name)]
+    for m, n in zip(models, (mse_name, wgan_name)):
+        _check(m, n, job)
+    data = job.read()
+    options = {"device": device, "tile_size": tile_size, "batch_size": batch_size}
+    settings = _settings(job, device, tile_size, batch_size)
+    outs, records = [], []
+    for k, (m, n) in enumerate(zip(models, (mse_name, wgan_name))):
+        out = yield from _denoise_data(
+            data,
+            m,
+            job,
+            cache,
+            cancel=cancel,
+            options=options,
+            start=0.45 * k,
+            span=0.45,
+            message=f"{n} ({k + 1}/2)",
+        )
+        outs.append(out)
+        records.append(
+            {
+                "model": n,
+                "card_hash": m.card_hash,
+                "source_layer": job.name,
+                "settings": settings,
+                "family": family,
+            }
+        )
+    yield Progress(0.9, "Difference and metrics")
+    diff = difference(outs[0], outs[1], job.rgb)
+    metrics = None
+    if reference is not None:
+        ref = reference.read(outs[0].shape)
+        metrics = {r["model"]: quality_metrics(ref, o, job.rgb) for r, o in zip(records, outs)}
+        metrics["input"] = quality_metrics(ref, data, job.rgb)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("Comparison was cancelled; no layer was added.")
+    yield Progress(1.0, "Done")
+    layers = [image_data(o, job, f"{job.name} [{r['model']}]", r) for r, o in zip(records, outs)]
+    layers.append(_difference_data(diff, job, family, records))
+    return Outputs(job.name, layers, linked=2, metrics=metrics)
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def run_restore(
+    job: RestoreJob,
+    model: str | DenoiseModel,
+    *,
+    cache: ModelCache = SHARED_CACHE,
+    device: str = "auto",
+    tile_size: int | None = None,
+    inpainted: bool = False,
+    cancel: Any | None = None,
+) -> Generator[Progress, None, Outputs]:
+    """Load ``model`` (cached) and restore the job's data into ``"<input> restored
+    (<model>)"`` (and, with ``inpainted``, the inpainting-only ``"<input> inpainted
+    (<model>)"``). Raises ``Cancelled`` when ``cancel`` is set."""
+    name = model.name if isinstance(model, DenoiseModel) else str(model)
+    yield Progress(0.0, f"Loading {name}")
+    dmodel, name = _load(model, cache)
+    if dmodel.task != "restore":
+        raise ValueError(
+            f"Model {name!r} is a {dmodel.task} model, not an inpaint + deblur + denoise "
+            "cascade; choose a restore model (the Restore widget lists them)."
+        )
+    _check(dmodel, name, job.layer, kind="restore model")
+    data, alpha = split_alpha(job.layer.read(), job.layer.rgb)
+    mask = job.mask
+    if mask is None:
+        mask = np.zeros(data.shape[-3:-1] if job.layer.rgb else data.shape[-2:], bool)
+    steps = iter_progress(
+        restore,
+        data,
+        mask,
+        dmodel,
+        cancel=cancel,
+        lock=cache.lock_for(dmodel),
+        return_inpainted=inpainted,
+        device=device,
+        tile_size=tile_size,
+    )
+    try:
+        out = yield from scaled(steps, 0.0, 1.0, f"Restoring {job.name} with {name}")
+    except Cancelled as exc:
+        raise Cancelled("Restoring was cancelled; no layer was added.") from exc
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("Restoring was cancelled; no layer was added.")
+    restored, filled = out if inpainted else (out, None)
+    settings = _settings(job.layer, device, tile_size, None)
+    settings.pop("batch_size", None)
+    settings["mask_pixels"] = int(np.count_nonzero(job.mask)) if job.mask is not None else 0
+    outputs = [("restored", restored)] + ([("inpainted", filled)] if inpainted else [])
+    layers = [
+        image_data(
+            merge_alpha(data_, alpha),
+            job.layer,
+            f"{job.name} {what} ({name})",
+            {
+                "model": name,
+                "card_hash": dmodel.card_hash,
+                "source_layer": job.name,
+                "mask_layer": job.mask_name,
+                "output": what,
+                "settings": dict(settings),
+            },
+        )
+        for what, data_ in outputs
+    ]
+    yield Progress(1.0, "Done")
+    return Outputs(job.name, layers)
+
+
+# --------------------------------------------------------------------------- fine-tune
+
+
+def _finetune_in_thread(job: FinetuneJob, *, progress: Any, cancel: Any) -> DenoiseModel:
+    """Load the base model and the data, then run the core ``finetune`` (helper thread)."""
+    from ..training.finetune import finetune
+
+    progress({"status": f"Loading {job.base} and {job.layer_name}"})
+    base = load_model(job.base)
+    channels, image = 3 if job.rgb else 1, f"Layer {job.layer_name!r}"
+    check_channels(base.channels, channels, model=job.base, image=image, kind="base model")
+
+    def read(source: Any) -> np.ndarray:
+        return split_alpha(np.asarray(source), job.rgb)[0]
+
+    plane, lead = None, ()
+    if job.preview is not None:
+        data = read(job.preview.read())
+        n_lead = len(job.preview.slice_at or ())
+        plane, lead = data.reshape(data.shape[n_lead:]), data.shape[:n_lead]
+
+    def on_progress(info: dict[str, Any]) -> None:
+        if "preview" in info:  # the core returns it in the input's scale: add the lead axes
+            info = {**info, "preview": info["preview"].reshape(lead + info["preview"].shape)}
+        progress(info)
+
+    return finetune(
+        base,
+        read(job.noisy),
+        mode=job.mode,
+        clean=read(job.clean) if job.clean is not None else None,
+        references=[read(r) for r in job.references] if job.references is not None else None,
+        roi=job.roi,
+        axis=job.axis,
+        preview=plane,
+        name=job.name,
+        save=True,
+        progress=on_progress,
+        cancel=cancel,
+        **job.options,
+    )
+
+
+def run_finetune(
+    job: FinetuneJob, *, cancel: Any | None = None
+) -> Generator[Progress, None, DenoiseModel]:
+    """Fine-tune and save a user model; each event carries the core's progress dicts
+    (``updates``: loss, validation metric, ``"preview"`` as layer data, or ``"status"``
+    while loading) and the fraction done (by iterations or by the time budget, whichever
+    is further). Stop (``cancel``) keeps the best weights so far; returns the saved model."""
+    import time
+
+    budget = job.options.get("time_budget")
+    started: float | None = None
+    fraction = 0.0
+    steps = iter_progress(_finetune_in_thread, job, cancel=cancel)
+    while True:
+        try:
+            batch = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        updates = tuple(call[0] for call in batch)
+        infos = [info for info in updates if "status" not in info]
+        if infos:
+            started = started if started is not None else time.perf_counter()
+            it, total = int(infos[-1].get("iteration", 0)), int(infos[-1].get("total", 1)) or 1
+            fraction = it / total
+            if budget:
+                fraction = max(fraction, (time.perf_counter() - started) / budget)
+        yield Progress(min(fraction, 1.0), job.description, updates)

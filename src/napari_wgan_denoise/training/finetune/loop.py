@@ -1,0 +1,221 @@
+"""The fine-tuning loop: one loop for every mode, owning the best weights, the time
+budget, the preview and the progress reports; the mode's :class:`~.strategies.Strategy`
+supplies targets, validation and loss settings."""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ...inference.denoise import as_model
+from ...models.model import DenoiseModel
+from ...models.registry import save_user_model
+from ..trainer import TrainConfig, Trainer
+from .config import FinetuneConfig
+from .data import Session, finetune_mode, normalise, planes_of, reference_planes
+from .strategies import Strategy, strategy_for
+
+ProgressFn = Callable[[dict[str, Any]], Any]
+
+
+def _session(
+    strategy: Strategy,
+    model: DenoiseModel,
+    noisy: np.ndarray,
+    clean: Any | None,
+    roi: np.ndarray | None,
+) -> Session:
+    """Check the inputs and bring them to the network scale, as the strategy arranges them."""
+    config = strategy.config
+    planes = planes_of(strategy.arrange(noisy), model, config.axes)
+    strategy.check(clean)
+    clean_planes = None
+    if clean is not None:
+        clean_arr = np.asarray(clean)
+        if clean_arr.shape != noisy.shape:
+            raise ValueError(
+                f"The clean data has shape {clean_arr.shape} but the noisy data "
+                f"has {noisy.shape}; they must match."
+            )
+        clean_planes = planes_of(strategy.arrange(clean_arr), model, config.axes)
+    height, width = planes.shape[1], planes.shape[2]
+    if roi is not None:
+        roi = np.asarray(roi).astype(bool)
+        if roi.shape != (height, width):
+            raise ValueError(
+                f"The ROI mask has shape {roi.shape} but the images are "
+                f"{height}x{width}; draw it on a layer of the same size."
+            )
+        if not roi.any():
+            raise ValueError("The ROI mask is empty; paint or draw a region first.")
+    if min(height, width) < 32:
+        raise ValueError(
+            f"Images of {height}x{width} are too small to fine-tune on; "
+            "at least 32x32 pixels are needed."
+        )
+    # Normalise every plane with the map inference will use (from the noisy plane).
+    inputs, maps = zip(*(normalise(plane, model) for plane in planes))
+    targets = None
+    if clean_planes is not None:
+        targets = [normalise(c, model, m)[0] for c, m in zip(clean_planes, maps)]
+    session = Session(model, list(inputs), targets, roi)
+    strategy.split(session)
+    return session
+
+
+def run_finetune(
+    base: DenoiseModel | str,
+    noisy: Any,
+    config: FinetuneConfig,
+    *,
+    clean: Any | None = None,
+    references: Any | None = None,
+    roi: np.ndarray | None = None,
+    preview: np.ndarray | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Any | None = None,
+) -> DenoiseModel:
+    """Fine-tune ``base`` on ``noisy`` as ``config`` says; see :func:`.finetune`."""
+    strategy = strategy_for(config)
+    base_model = as_model(base)
+    model = DenoiseModel(
+        network=copy.deepcopy(base_model.network).cpu(), card=copy.deepcopy(base_model.card)
+    )
+    noisy_arr = np.asarray(noisy)
+    s = _session(strategy, model, noisy_arr, clean, roi)
+    patch_size = int(min(config.patch_size, s.height, s.width) // 4 * 4)
+    if strategy.uses_critic():
+        s.references = reference_planes(references, model)
+    loss = strategy.loss()
+    cfg = TrainConfig(
+        architecture=model.architecture,
+        arch_config=dict(model.card.get("config") or {}),
+        loss=loss.loss,
+        iterations=max(1, int(config.iterations)) * max(1, int(config.stages)),
+        batch_size=config.batch_size,
+        patch_size=max(32, patch_size) if loss.loss != "mse" else patch_size,
+        lr=loss.lr,
+        lr_final=loss.lr,
+        lr_drop_at=1.0,
+        alpha=loss.alpha,
+        mse_reduction=loss.reduction,
+        seed=config.seed,
+        device=config.device,
+        checkpoint_every=10**9,
+        val_every=10**9,
+    )
+    s.description = {
+        "kind": "finetune",
+        "mode": config.mode,
+        "data_shape": list(noisy_arr.shape),
+        "data_dtype": str(noisy_arr.dtype),
+        "roi_pixels": int(s.roi.sum()) if s.roi is not None else None,
+        "validation": "held-out planes" if s.band == s.height else f"rows {s.band}-{s.height}",
+        "noise": {"type": "user data", "mode": config.mode},
+    }
+    targets = strategy.targets(s)
+    trainer = Trainer(cfg, s.source(targets), init=model)
+    finetune_mode(trainer.generator)
+    s.device = trainer.device
+    result = _loop(strategy, s, trainer, targets, preview, progress, cancel)
+    trainer.generator.load_state_dict(result["best"]["state"])
+    trainer.generator.eval()
+    model.network = trainer.generator.cpu()
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    model.card.update(
+        name=config.name or f"{base_model.name}-ft-{config.mode}-{stamp}",
+        base_model={"name": base_model.name, "card_hash": base_model.card_hash},
+        finetune={
+            "mode": config.mode,
+            "iterations_run": trainer.iteration,
+            "iterations_asked": cfg.iterations,
+            "stopped": result["stopped"],
+            "best_iteration": result["best"]["iteration"],
+            "lr": loss.lr,
+            "adversarial_weight": loss.alpha,
+            "stages": config.stages,
+            "patch_size": cfg.patch_size,
+            "batch_size": config.batch_size,
+            "wall_time_s": round(result["wall"], 1),
+            "device": str(trainer.device),
+            "data": s.description,
+            "history": result["history"],
+        },
+        metrics={
+            "validation_metric": result["metric"],
+            "before": result["before"],
+            "after": result["best"]["value"],
+        },
+    )
+    if config.save:
+        save_user_model(model, model.card["name"], overwrite=config.name is not None)
+    return model
+
+
+def _loop(
+    strategy: Strategy,
+    s: Session,
+    trainer: Trainer,
+    targets: list[np.ndarray] | None,
+    preview: np.ndarray | None,
+    progress: ProgressFn | None,
+    cancel: Any | None,
+) -> dict[str, Any]:
+    """Train until the last iteration, the time budget or ``cancel``; validate every
+    ``val_every`` iterations keeping the best weights (or the latest, as the strategy
+    says), report progress and the preview. Returns what the model card records."""
+    config = strategy.config
+    metric, before = strategy.validate(s, targets)
+    higher_better = metric == "val_psnr"
+    best = {"value": before, "iteration": 0, "state": copy.deepcopy(trainer.generator.state_dict())}
+    history: list[dict[str, Any]] = [{"iteration": 0, metric: before}]
+    start = time.perf_counter()
+    stopped = None
+    total = trainer.config.iterations
+    if progress is not None:
+        progress({"iteration": 0, "total": total, metric: before, "metric": metric})
+    for it in range(1, total + 1):
+        if cancel is not None and cancel.is_set():
+            stopped = "cancelled"
+            break
+        if config.time_budget is not None and time.perf_counter() - start > config.time_budget:
+            stopped = "time budget"
+            break
+        fresh = strategy.next_targets(s, it)
+        if fresh is not None:
+            targets = fresh
+            trainer.source = s.source(targets)
+        st = trainer.step()
+        info: dict[str, Any] = {
+            "iteration": it,
+            "total": total,
+            "loss": st.g_loss,
+            "mse": st.mse,
+            "metric": metric,
+        }
+        if it % config.val_every == 0 or it == total:
+            _, value = strategy.validate(s, targets)
+            info[metric] = value
+            history.append({"iteration": it, metric: value, "loss": st.g_loss})
+            better = value > best["value"] if higher_better else value < best["value"]
+            if strategy.keep_latest(metric) or better:
+                state = copy.deepcopy(trainer.generator.state_dict())
+                best = {"value": value, "iteration": it, "state": state}
+        if preview is not None and (it % config.preview_every == 0 or it == total):
+            info["preview"] = s.preview(preview)
+        if progress is not None:
+            progress(info)
+    wall = time.perf_counter() - start
+    return {
+        "metric": metric,
+        "before": before,
+        "best": best,
+        "history": history,
+        "stopped": stopped,
+        "wall": wall,
+    }
