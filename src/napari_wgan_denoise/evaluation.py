@@ -80,7 +80,7 @@ import numpy as np
 
 from . import metrics
 from .errors import Cancelled
-from .io import IMAGE_SUFFIXES, files_by_stem, read_image
+from .io import files_by_stem, list_images, read_image
 
 ProgressFn = Callable[[int, int], Any]
 NoteFn = Callable[[str], Any]
@@ -113,23 +113,6 @@ class _Sample:
         return self.clean.shape[0] * self.clean.shape[1] / 1e6
 
 
-def _list_images(folder: Path, what: str) -> list[Path]:
-    if not folder.exists():
-        raise FileNotFoundError(f"The {what} folder {folder} does not exist.")
-    if not folder.is_dir():
-        raise ValueError(f"--{what} must be a folder of images, but {folder} is a file.")
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
-        raise ValueError(
-            f"The {what} folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})."
-        )
-    return files
-
-
 def _read(path: Path) -> np.ndarray:
     arr = np.asarray(read_image(path))
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -158,7 +141,7 @@ def _peak_offset(clean: np.ndarray) -> tuple[float, float]:
 
 
 def _pair(clean_files: list[Path], noisy_dir: Path) -> list[tuple[Path, Path]]:
-    noisy_files = _list_images(noisy_dir, "noisy")
+    noisy_files = list_images(noisy_dir, "noisy")
     clean_by = files_by_stem(clean_files, "clean")
     noisy_by = files_by_stem(noisy_files, "noisy")
     only_clean = sorted(set(clean_by) - set(noisy_by))
@@ -204,7 +187,7 @@ def _samples(
     last: int | None,
 ):
     """Yield the test images one at a time (so a large folder never sits in memory)."""
-    clean_files = _list_images(clean, "clean")
+    clean_files = list_images(clean, "clean")
     if noisy is None:
         indexed = _select(list(enumerate(clean_files)), limit, last)
         for index, path in indexed:
@@ -229,7 +212,7 @@ def _samples(
 
 
 def _count(clean: Path, noisy: Path | None, limit: int | None, last: int | None) -> int:
-    files = _list_images(clean, "clean")
+    files = list_images(clean, "clean")
     n = len(files) if noisy is None else len(_pair(files, noisy))
     return len(_select(list(range(n)), limit, last))
 

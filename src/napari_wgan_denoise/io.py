@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +32,45 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ValueError(f"Cannot read image {p}: {exc}") from exc
     raise ValueError(
         f"Unsupported image format {suffix!r} for {p}; use one of {', '.join(IMAGE_SUFFIXES)}."
+    )
+
+
+class MissingFolder(FileNotFoundError, ValueError):
+    """A folder that should hold images does not exist (a ``FileNotFoundError``, and a
+    ``ValueError`` for callers that treat it as bad input)."""
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``img2`` before ``img10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def list_images(folder: str | os.PathLike[str], role: str) -> list[Path]:
+    """The image files directly inside ``folder`` (hidden files excluded), in natural sort
+    order. ``role`` names the folder in messages (``"clean"``, ``"noisy"``, ...).
+
+    Raises :class:`MissingFolder` when the folder does not exist and ``ValueError`` when it
+    is a file or holds no images (saying what it holds instead).
+    """
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise MissingFolder(f"The {role} folder {root} does not exist; check the path.")
+    if not root.is_dir():
+        raise ValueError(f"The {role} folder {root} is a file, not a folder of images.")
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if files:
+        return sorted(files, key=lambda p: natural_key(p.name))
+    if (root / "raw").is_dir() and (root / "gt").is_dir():
+        hint = " It looks like an FMD folder (raw/ and gt/): pass it as fmd= instead."
+    elif any(p.is_dir() for p in entries):
+        hint = " Subfolders are not searched: point to the folder that holds the images themselves."
+    elif entries:
+        hint = f" It holds {len(entries)} file(s) of other types (e.g. {entries[0].name})."
+    else:
+        hint = " It is empty."
+    raise ValueError(
+        f"The {role} folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)}).{hint}"
     )
 
 

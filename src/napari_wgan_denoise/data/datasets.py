@@ -33,7 +33,6 @@ skipped, so small images still contribute.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -46,6 +45,8 @@ import torch
 
 from ..inference.normalise import intensity_range
 from ..io import IMAGE_SUFFIXES, TIFF_SUFFIXES, files_by_stem, read_image
+from ..io import list_images as _list_images
+from ..io import natural_key as _natural_key
 from .noise import NoiseModel, parse_noise
 
 __all__ = [
@@ -111,32 +112,6 @@ class _ImageFile:
     path: Path
     planes: list[np.ndarray]  # each (C, H, W)
     rgb: bool
-
-
-def _natural_key(text: str) -> list[Any]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
-def _list_images(folder: str | Path, role: str) -> list[Path]:
-    """The image files directly inside ``folder`` (natural sort order), or a ValueError."""
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise ValueError(f"The {role} folder {root} does not exist; check the path.")
-    if not root.is_dir():
-        raise ValueError(f"The {role} folder {root} is a file, not a folder of images.")
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-    files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    if files:
-        return sorted(files, key=lambda p: _natural_key(p.name))
-    if (root / "raw").is_dir() and (root / "gt").is_dir():
-        hint = " It looks like an FMD folder (raw/ and gt/): pass it as fmd= instead."
-    elif any(p.is_dir() for p in entries):
-        hint = " Subfolders are not searched: point to the folder that holds the images themselves."
-    elif entries:
-        hint = f" It holds {len(entries)} file(s) of other types (e.g. {entries[0].name})."
-    else:
-        hint = " It is empty."
-    raise ValueError(f"The {role} folder {root} has no images ({', '.join(IMAGE_SUFFIXES)}).{hint}")
 
 
 def _read_file(path: Path) -> _ImageFile:
