@@ -19,10 +19,10 @@ from napari_wgan_denoise.benchmark import (
     flops_per_pixel,
     format_markdown,
     machine_info,
-    main,
     matmul_gflops,
     run_benchmark,
 )
+from napari_wgan_denoise.cli.benchmark import main
 
 __all__ = [
     "PeakRSS",

@@ -16,13 +16,13 @@ from napari_wgan_denoise.benchmark import (
     PeakRSS,
     flops_per_pixel,
     format_markdown,
-    main,
     matmul_gflops,
-    register_cli,
     resolve_models,
     run_benchmark,
     tile_overhead,
 )
+from napari_wgan_denoise.cli.benchmark import main
+from napari_wgan_denoise.cli.benchmark import register as register_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["model", "params", "MFLOP/px", "image", "s/MP", "MP/s", "GFLOP/s", "peak MB"]

@@ -110,20 +110,26 @@ def test_ome_zarr_keeps_metadata(client, model_path, tmp_path, rng):
     np.testing.assert_array_equal(back["0"][:], denoise(arr, load_model(model_path)))
 
 
-def test_run_distributed_cli_glue(cluster, model_path, tmp_path, rng, capsys):
+def test_denoise_cli_on_a_cluster(cluster, model_path, tmp_path, rng, capsys):
+    from napari_wgan_denoise.cli import main
+    from napari_wgan_denoise.cli.denoise import add_distributed_arguments, wants_distributed
+
     arr = rng.integers(100, 4000, (40, 40)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", arr)
     parser = argparse.ArgumentParser()
-    dist.add_distributed_arguments(parser)
-    args = parser.parse_args(["--scheduler", cluster.scheduler_address])
-    assert dist.wants_distributed(args)
-    assert not dist.wants_distributed(parser.parse_args([]))
-    assert dist.wants_distributed(parser.parse_args(["--workers", "3"]))
-    args.axes = args.tile_size = args.overlap = None
-    args.device, args.overwrite, args.quiet = "auto", False, True
-    dst = tmp_path / "out" / "a.tif"
-    assert dist.run_distributed(args, model_path, [tmp_path / "a.tif"], [dst]) == 0
-    np.testing.assert_array_equal(tifffile.imread(dst), denoise(arr, load_model(model_path)))
+    add_distributed_arguments(parser)
+    assert wants_distributed(parser.parse_args(["--scheduler", cluster.scheduler_address]))
+    assert not wants_distributed(parser.parse_args([]))
+    assert wants_distributed(parser.parse_args(["--workers", "3"]))
+    out = tmp_path / "out"
+    argv = ["denoise", str(tmp_path / "a.tif"), "-o", str(out), "--model", str(model_path)]
+    assert main([*argv, "--scheduler", cluster.scheduler_address]) == 0
+    assert f"-> {out / 'a.tif'}" in capsys.readouterr().out
+    np.testing.assert_array_equal(
+        tifffile.imread(out / "a.tif"), denoise(arr, load_model(model_path))
+    )
+    assert main([*argv, "--scheduler", cluster.scheduler_address, "-q"]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_default_local_cluster(model_path, tmp_path, rng):

@@ -11,7 +11,8 @@ import skimage.io
 import tifffile
 
 from napari_wgan_denoise import create_model, denoise, save_model
-from napari_wgan_denoise.evaluation import evaluate, main_for_tests
+from napari_wgan_denoise.cli.evaluate import main_for_tests
+from napari_wgan_denoise.evaluation import evaluate
 from napari_wgan_denoise.metrics import psnr
 
 SIZE = 48

@@ -33,11 +33,9 @@ installed dask); without it these functions raise
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -62,12 +60,10 @@ from .lazy import (
 ProgressFn = Callable[[int, int], Any]
 
 __all__ = [
-    "add_distributed_arguments",
+    "check_targets",
     "denoise_files_distributed",
     "denoise_zarr_distributed",
     "output_path",
-    "run_distributed",
-    "wants_distributed",
     "worker_stats",
 ]
 
@@ -254,14 +250,23 @@ def output_path(src: str | os.PathLike[str], outdir: str | os.PathLike[str]) -> 
     return Path(outdir) / src.name if is_zarr_path(src) else Path(outdir) / (src.stem + ".tif")
 
 
-def _check_targets(inputs: Sequence[Path], targets: Sequence[Path], overwrite: bool) -> None:
+def check_targets(
+    inputs: Sequence[Path],
+    targets: Sequence[Path],
+    overwrite: bool,
+    *,
+    hint: str = "pass overwrite=True",
+) -> None:
+    """Raise a clear error before any work when an input is missing, an output would replace
+    its own input or an existing file (unless ``overwrite``; ``hint`` says how to allow it),
+    or two inputs would write the same output."""
     for src, dst in zip(inputs, targets):
         if not (src.exists() if is_zarr_path(src) else src.is_file()):
             raise FileNotFoundError(f"Input file {src} does not exist.")
         if dst.resolve() == src.resolve():
             raise FileExistsError(f"Output {dst} would replace its own input; choose another.")
         if dst.exists() and not overwrite:
-            raise FileExistsError(f"{dst} already exists; pass overwrite=True to replace it.")
+            raise FileExistsError(f"{dst} already exists; {hint} to replace it.")
     if len({t.resolve() for t in targets}) != len(targets):
         raise ValueError(
             "Two inputs share a file name stem and would write the same output; "
@@ -448,6 +453,9 @@ def denoise_files_distributed(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     planes_per_block: int | None = None,
+    on_done: Callable[[Path, Path], Any] | None = None,
+    on_client: Callable[[Any], Any] | None = None,
+    store_progress: Callable[[Path], ProgressFn | None] | None = None,
     **denoise_options: Any,
 ) -> list[Path]:
     """Denoise image files on a dask cluster, one task per file; return the output paths.
@@ -458,17 +466,22 @@ def denoise_files_distributed(
     it from its file, once each. ``denoise_options`` (``axes``, ``tile_size``,
     ``overlap``, ``device``, ``batch_size``, ``value_range``) mean what they mean for
     :func:`~napari_wgan_denoise.denoise`, and the outputs equal ``denoise``'s.
-    ``progress(done, total)`` counts finished files. Existing outputs need ``overwrite``.
-    See the module docstring for ``scheduler``.
+    ``progress(done, total)`` counts finished files; ``store_progress(src)`` may give a
+    ``progress`` for the blocks of a zarr input; ``on_done(src, dst)`` is called as each
+    input is finished and ``on_client(client)`` once the cluster is ready (the command line
+    prints from these). Existing outputs need ``overwrite``. See the module docstring for
+    ``scheduler``.
     """
     options = _options(denoise_options)
     srcs = [Path(p) for p in inputs]
     targets = [output_path(p, outdir) for p in srcs]
-    _check_targets(srcs, targets, overwrite)
+    check_targets(srcs, targets, overwrite)
     ref = _model_ref(model)
     files = [(s, t) for s, t in zip(srcs, targets) if not is_zarr_path(s)]
     stores = [(s, t) for s, t in zip(srcs, targets) if is_zarr_path(s)]
     with _client(scheduler, n_workers, threads_per_worker, torch_threads) as client:
+        if on_client is not None:
+            on_client(client)
         if files:
             Path(outdir).mkdir(parents=True, exist_ok=True)
             _files_on(
@@ -479,6 +492,7 @@ def denoise_files_distributed(
                 overwrite=overwrite,
                 options=options,
                 progress=progress,
+                on_done=on_done,
             )
         for src, dst in stores:
             _zarr_on(
@@ -489,8 +503,10 @@ def denoise_files_distributed(
                 overwrite=overwrite,
                 options=options,
                 planes_per_block=planes_per_block,
-                progress=None,
+                progress=store_progress(src) if store_progress is not None else None,
             )
+            if on_done is not None:
+                on_done(src, dst)
     return targets
 
 
@@ -523,7 +539,7 @@ def denoise_zarr_distributed(
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise FileNotFoundError(f"Input {src} does not exist.")
-    _check_targets([src], [dst], overwrite)
+    check_targets([src], [dst], overwrite)
     ref = _model_ref(model)
     with _client(scheduler, n_workers, threads_per_worker, torch_threads) as client:
         return _zarr_on(
@@ -536,105 +552,3 @@ def denoise_zarr_distributed(
             planes_per_block=planes_per_block,
             progress=progress,
         )
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--scheduler`` and ``--workers`` to the ``wgan-denoise denoise`` parser."""
-    group = parser.add_argument_group("cluster (dask.distributed)")
-    group.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDRESS|local",
-        help="run on a dask.distributed cluster: 'local' starts a LocalCluster of --workers "
-        "processes, an address such as tcp://host:8786 uses a running scheduler "
-        "(paths must be visible to its workers); needs: pip install distributed",
-    )
-    group.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="worker processes of the local cluster (default 2; implies --scheduler local)",
-    )
-
-
-def wants_distributed(args: argparse.Namespace) -> bool:
-    """True when the command line asks for a cluster (``--scheduler`` or ``--workers``)."""
-    return bool(getattr(args, "scheduler", None) or getattr(args, "workers", None))
-
-
-def run_distributed(
-    args: argparse.Namespace,
-    model_path: str | os.PathLike[str],
-    inputs: Sequence[Path],
-    targets: Sequence[Path],
-) -> int:
-    """Run ``wgan-denoise denoise`` on a cluster: files one task each, zarr stores one task
-    per block. ``inputs`` and ``targets`` are already checked by the caller."""
-    from tqdm import tqdm
-
-    scheduler = args.scheduler or "local"
-    workers = args.workers or 2
-    if args.workers and scheduler.lower() != "local":
-        raise ValueError("--workers sets the size of a local cluster; drop it with --scheduler.")
-    options = _options(
-        {
-            "axes": args.axes,
-            "tile_size": args.tile_size,
-            "overlap": args.overlap,
-            "device": args.device,
-        }
-    )
-    ref = _model_ref(str(model_path))
-    overwrite = bool(args.overwrite)
-    quiet = bool(args.quiet)
-    inputs, targets = [Path(p) for p in inputs], [Path(p) for p in targets]
-    files = [(s, t) for s, t in zip(inputs, targets) if not is_zarr_path(s)]
-    stores = [(s, t) for s, t in zip(inputs, targets) if is_zarr_path(s)]
-
-    def bar(total: int, desc: str) -> Any:
-        return tqdm(total=total, desc=desc, unit="task", disable=quiet, file=sys.stderr)
-
-    def reporter(b: Any) -> ProgressFn:
-        def progress(done: int, total: int) -> None:
-            b.total = total
-            b.n = done
-            b.refresh()
-
-        return progress
-
-    with _client(scheduler, workers, 1, 1) as client:
-        if not quiet:
-            print(f"dask scheduler: {client.scheduler.address}", file=sys.stderr)
-        if files:
-            for t in {t.parent for _, t in files}:
-                t.mkdir(parents=True, exist_ok=True)
-            with bar(len(files), "files") as b:
-                _files_on(
-                    client,
-                    [s for s, _ in files],
-                    [t for _, t in files],
-                    ref,
-                    overwrite=overwrite,
-                    options=options,
-                    progress=reporter(b),
-                    on_done=None if quiet else lambda s, t: b.write(f"{s} -> {t}"),
-                )
-        for src, dst in stores:
-            with bar(1, src.name) as b:
-                _zarr_on(
-                    client,
-                    src,
-                    dst,
-                    ref,
-                    overwrite=overwrite,
-                    options=options,
-                    planes_per_block=None,
-                    progress=reporter(b),
-                )
-            if not quiet:
-                print(f"{src} -> {dst}")
-    return 0

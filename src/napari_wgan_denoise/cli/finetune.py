@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from .finetune import MODES
+from ..training.finetune import MODES
+from ._progress import advance_to, progress_bar
 
 
 def read_stack(path: str | Path) -> np.ndarray:
@@ -30,7 +30,7 @@ def read_stack(path: str | Path) -> np.ndarray:
     return read_image(p)
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``finetune`` subcommand to the ``wgan-denoise`` parser."""
     p = sub.add_parser(
         "finetune",
@@ -62,11 +62,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Run ``wgan-denoise finetune``."""
-    from tqdm import tqdm
-
     from ..models.model import model_paths, save_model
     from ..models.registry import load_model, save_user_model
-    from .finetune import finetune
+    from ..training.finetune import FinetuneConfig, run_finetune
 
     weights, _ = model_paths(args.output)
     if weights.exists() and not args.overwrite:
@@ -74,27 +72,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     base = load_model(args.model)
     noisy = read_stack(args.noisy)
     clean = read_stack(args.clean) if args.clean else None
-    bar = tqdm(
-        total=args.iterations * max(1, args.stages),
-        disable=args.quiet,
-        file=sys.stderr,
-        unit="it",
-        dynamic_ncols=True,
+    bar = progress_bar(
+        total=args.iterations * max(1, args.stages), unit="it", quiet=args.quiet, wide=True
     )
 
     def progress(info: dict) -> None:
-        bar.update(info["iteration"] - bar.n)
+        advance_to(bar, info["iteration"])
         metric = info.get("metric")
         if metric in info:
             bar.set_postfix({metric: f"{info[metric]:.4g}"}, refresh=False)
 
     try:
-        model = finetune(
-            base,
-            noisy,
+        config = FinetuneConfig(
             mode=args.mode,
-            clean=clean,
-            references=args.references,
             axis=args.axis,
             iterations=args.iterations,
             time_budget=args.time_budget,
@@ -107,6 +97,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             seed=args.seed,
             name=args.name or weights.stem,
             save=False,
+        )
+        model = run_finetune(
+            base,
+            noisy,
+            config,
+            clean=clean,
+            references=args.references,
             progress=progress,
         )
     finally:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._progress import counting, progress_bar
+
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
@@ -27,7 +29,7 @@ def _image_files(items: list[str], role: str) -> list[Path]:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from .cascade import CascadeTrainConfig
+    from ..training.cascade import CascadeTrainConfig
 
     values: dict[str, Any] = {}
     if args.config:
@@ -69,7 +71,7 @@ def _cmd_cascade_train(args: argparse.Namespace) -> int:
     from ..io import read_image
     from ..models.model import save_model
     from ..models.registry import save_user_model
-    from .cascade import train_cascade
+    from ..training.cascade import train_cascade
 
     config = _config(args)
     config.validate()
@@ -110,7 +112,6 @@ def _cmd_cascade_train(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from ..inference.restore import restore
     from ..io import read_image, write_tiff
@@ -134,13 +135,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         if holes is None:  # no mask: deblur and denoise only (NaN pixels are still filled)
             plane_shape = image.shape[-3:-1] if model.channels == 3 else image.shape[-2:]
             holes = np.zeros(plane_shape, dtype=bool)
-        with tqdm(total=1, desc=src.name, unit="tile", disable=args.quiet, file=sys.stderr) as bar:
-
-            def progress(done: int, total: int, bar=bar) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
+        with progress_bar(desc=src.name, quiet=args.quiet) as bar:
             result = restore(
                 image,
                 holes,
@@ -148,7 +143,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 axes=args.axes,
                 tile_size=args.tile_size,
                 device=args.device,
-                progress=progress,
+                progress=counting(bar),
                 return_inpainted=args.save_inpainted,
             )
         restored, filled = result if args.save_inpainted else (result, None)
@@ -160,7 +155,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Add the ``cascade-train`` and ``restore`` subcommands to ``wgan-denoise``."""
     p = sub.add_parser(
         "cascade-train",

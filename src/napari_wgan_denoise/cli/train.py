@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from .perceptual import VGG_ENV
-from .trainer import LOSSES, PERCEPTUAL_LOSSES, TrainConfig, TrainState
+from ..training.perceptual import VGG_ENV
+from ..training.trainer import LOSSES, PERCEPTUAL_LOSSES, TrainConfig, TrainState
+from ._progress import advance_to, progress_bar
 
 DATA_KEYS = ("clean", "noisy", "fmd", "noise", "val_fraction", "val_names", "channels", "mix")
 CARD_KEYS = ("modality", "description")
@@ -37,7 +37,7 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand to the ``wgan-denoise`` parser."""
     p = sub.add_parser(
         "train",
@@ -151,8 +151,6 @@ def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``wgan-denoise train``."""
-    from tqdm import tqdm
-
     from ..data.datasets import make_source
     from ..models.model import model_paths, save_model
 
@@ -172,7 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(settings)
     config.validate()
     if config.loss in PERCEPTUAL_LOSSES and not config.vgg_random_init:
-        from .perceptual import resolve_vgg_weights
+        from ..training.perceptual import resolve_vgg_weights
 
         resolve_vgg_weights(config.vgg_weights, config.vgg_arch)  # fail before loading data
     if not any(data.get(k) for k in PATH_KEYS):
@@ -189,26 +187,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("--clean alone needs --noise (e.g. gaussian:25) to make noisy inputs.")
     source = make_source(**data, seed=config.seed)
 
-    from .trainer import Trainer
+    from ..training.trainer import Trainer
 
     trainer = Trainer(config, source, checkpoint_dir=checkpoint_dir)
     if resume:
         trainer.resume(resume)
     log_path = Path(checkpoint_dir) / "log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(
-        total=config.iterations,
-        initial=trainer.iteration,
-        disable=args.quiet,
-        file=sys.stderr,
-        unit="it",
-        dynamic_ncols=True,
+    bar = progress_bar(
+        total=config.iterations, initial=trainer.iteration, unit="it", quiet=args.quiet, wide=True
     )
 
     with log_path.open("a") as log:
 
         def progress(st: TrainState) -> None:
-            bar.update(st.iteration - bar.n)
+            advance_to(bar, st.iteration)
             post = {"loss": f"{st.g_loss:.3g}", "mse": f"{st.mse:.3g}"}
             if st.perceptual == st.perceptual:
                 post["vgg"] = f"{st.perceptual:.3g}"

@@ -17,7 +17,7 @@ def _fresh_folder(base: Path) -> Path:
     return base.with_name(f"{base.name}-{n}")
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand to the ``wgan-denoise`` parser."""
     p = sub.add_parser("demo", help="denoise the bundled sample images with the default model")
     p.add_argument(
@@ -34,12 +34,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Denoise each bundled sample, write noisy/denoised/clean TIFFs, print PSNR and SSIM."""
-    from .data.samples import cells_sample, fluorescence_sample
-    from .inference import denoise
-    from .io import write_tiff
-    from .metrics import psnr, ssim
-    from .models.families import default_model_for
-    from .models.registry import load_model
+    from ..data.samples import cells_sample, fluorescence_sample
+    from ..inference import denoise
+    from ..io import write_tiff
+    from ..metrics import psnr, ssim
+    from ..models.families import default_model_for
+    from ..models.registry import load_model
 
     samples = {"fluorescence": (fluorescence_sample, 1), "cells": (cells_sample, 3)}
     chosen = list(samples) if args.sample == "all" else [args.sample]
