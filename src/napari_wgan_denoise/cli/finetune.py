@@ -64,7 +64,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     """Run ``wgan-denoise finetune``."""
     from ..models.model import model_paths, save_model
     from ..models.registry import load_model, save_user_model
-    from ..training.finetune import FinetuneConfig, run_finetune
+    from ..training.finetune import FinetuneConfig, FinetuneData, run_finetune
 
     weights, _ = model_paths(args.output)
     if weights.exists() and not args.overwrite:
@@ -98,14 +98,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             name=args.name or weights.stem,
             save=False,
         )
-        model = run_finetune(
-            base,
-            noisy,
-            config,
-            clean=clean,
-            references=args.references,
-            progress=progress,
-        )
+        data = FinetuneData(noisy, clean=clean, references=args.references)
+        model = run_finetune(base, data, config, progress=progress)
     finally:
         bar.close()
     save_model(model, args.output)

@@ -50,11 +50,10 @@ from .lazy import (
     _multiscales,
     _partial_path,
     _remove,
-    _zarr_format,
+    create_output,
     is_zarr_path,
-    ome_attributes,
     open_zarr,
-    open_zarr_array,
+    publish,
 )
 
 ProgressFn = Callable[[int, int], Any]
@@ -344,31 +343,11 @@ def _zarr_on(
     tmp = _partial_path(dst)
     _remove(tmp)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    target = tmp
     ome = _multiscales(dict(node.attrs))[0] if component is not None else None
-    if ome:
-        import zarr
-
-        fmt = _zarr_format(node)
-        attrs = ome_attributes(node)
-        name = str(_multiscales(attrs)[0][0]["datasets"][0]["path"])
-        if int(str(zarr.__version__).split(".")[0]) >= 3:
-            group = zarr.open_group(str(tmp), mode="w", zarr_format=fmt)
-        else:
-            group = zarr.open_group(str(tmp), mode="w")
-        group.attrs.update(attrs)
-        open_zarr_array(
-            None,
-            shape=shape,
-            chunks=out_chunks,
-            dtype=dtype,
-            zarr_format=fmt,
-            group=group,
-            name=name,
-        )
-        target = tmp / name
-    else:
-        open_zarr_array(tmp, shape=shape, chunks=out_chunks, dtype=dtype)
+    _, name = create_output(
+        tmp, shape=shape, chunks=out_chunks, dtype=dtype, like=node if ome else None
+    )
+    target = tmp / name if name is not None else tmp
 
     futures = [
         client.submit(
@@ -395,10 +374,7 @@ def _zarr_on(
         client.cancel(futures)
         _remove(tmp)
         raise
-    if dst.exists():
-        _remove(dst)
-    os.replace(tmp, dst)
-    return dst
+    return publish(tmp, dst)
 
 
 def _files_on(

@@ -230,6 +230,42 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def create_output(
+    store: Any, *, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any, like: Any = None
+) -> tuple[Any, str | None]:
+    """Create an output array in ``store`` (a path, a zarr store, or None for memory): a
+    bare array, or with ``like`` (an OME-Zarr image group) the level-0 array of a new group
+    carrying ``like``'s OME metadata. Returns the array and its path in the group (None
+    for a bare array)."""
+    if like is None:
+        return open_zarr_array(store, shape=shape, chunks=chunks, dtype=dtype), None
+    zarr = _require("zarr")
+    fmt = _zarr_format(like)
+    attrs = ome_attributes(like)
+    ms, _ = _multiscales(attrs)
+    if not ms:
+        raise ValueError("like= must be an OME-Zarr image group (or its path).")
+    name = str(ms[0]["datasets"][0]["path"])
+    store = str(store) if isinstance(store, (str, os.PathLike)) else store
+    if _zarr_major() >= 3:
+        group = zarr.open_group(store, mode="w", zarr_format=fmt)
+    else:
+        group = zarr.open_group(store, mode="w")
+    group.attrs.update(attrs)
+    array = open_zarr_array(
+        None, shape=shape, chunks=chunks, dtype=dtype, zarr_format=fmt, group=group, name=name
+    )
+    return array, name
+
+
+def publish(tmp: Path, target: Path) -> Path:
+    """Put the finished store (or file) ``tmp`` in place of ``target``; returns ``target``."""
+    if target.exists():
+        _remove(target)
+    os.replace(tmp, target)
+    return target
+
+
 def _block_slices(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, ...]]:
     """Slices of every block of a dask ``chunks`` tuple, in C order."""
     starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in chunks]
@@ -331,29 +367,12 @@ def denoise_lazy(
             tmp = _partial_path(final)
             _remove(tmp)
             tmp.parent.mkdir(parents=True, exist_ok=True)
-        if ome_group is not None:
-            zarr = _require("zarr")
-            fmt = _zarr_format(ome_group)
-            attrs = ome_attributes(ome_group)
-            ms, _ = _multiscales(attrs)
-            group_path = str(ms[0]["datasets"][0]["path"])
-            store = str(tmp) if tmp is not None else zarr.storage.MemoryStore()
-            if _zarr_major() >= 3:
-                group = zarr.open_group(store, mode="w", zarr_format=fmt)
-            else:
-                group = zarr.open_group(store, mode="w")
-            group.attrs.update(attrs)
-            zout = open_zarr_array(
-                None,
-                shape=darr.shape,
-                chunks=out_chunks,
-                dtype=dtype,
-                zarr_format=fmt,
-                group=group,
-                name=group_path,
-            )
-        else:
-            zout = open_zarr_array(tmp, shape=darr.shape, chunks=out_chunks, dtype=dtype)
+        store: Any = tmp
+        if ome_group is not None and tmp is None:  # an in-memory OME-Zarr group
+            store = _require("zarr").storage.MemoryStore()
+        zout, group_path = create_output(
+            store, shape=darr.shape, chunks=out_chunks, dtype=dtype, like=ome_group
+        )
     elif tuple(zout.shape) != tuple(darr.shape):
         raise ValueError(
             f"out has shape {tuple(zout.shape)} but the input has shape {tuple(darr.shape)}."
@@ -398,9 +417,7 @@ def denoise_lazy(
         raise
 
     if final is not None and tmp is not None:
-        if final.exists():
-            _remove(final)
-        os.replace(tmp, final)
+        publish(tmp, final)
         if group_path is not None:
             return da.from_zarr(str(final), component=group_path)
         return da.from_zarr(str(final))
@@ -457,37 +474,13 @@ def write_any(
     p.parent.mkdir(parents=True, exist_ok=True)
     out_chunks = tuple(int(c[0]) for c in darr.chunks)
     try:
-        if like is not None:
-            zarr = _require("zarr")
-            group_in = open_zarr(like) if isinstance(like, (str, os.PathLike)) else like
-            fmt = _zarr_format(group_in)
-            attrs = ome_attributes(group_in)
-            ms, _ = _multiscales(attrs)
-            if not ms:
-                raise ValueError("like= must be an OME-Zarr image group (or its path).")
-            if _zarr_major() >= 3:
-                group = zarr.open_group(str(tmp), mode="w", zarr_format=fmt)
-            else:
-                group = zarr.open_group(str(tmp), mode="w")
-            group.attrs.update(attrs)
-            name = str(ms[0]["datasets"][0]["path"])
-            zout = open_zarr_array(
-                None,
-                shape=darr.shape,
-                chunks=out_chunks,
-                dtype=darr.dtype,
-                zarr_format=fmt,
-                group=group,
-                name=name,
-            )
-        else:
-            zout = open_zarr_array(tmp, shape=darr.shape, chunks=out_chunks, dtype=darr.dtype)
+        group_in = open_zarr(like) if isinstance(like, (str, os.PathLike)) else like
+        zout, _ = create_output(
+            tmp, shape=darr.shape, chunks=out_chunks, dtype=darr.dtype, like=group_in
+        )
         for slices in _block_slices(darr.chunks):
             zout[slices] = np.asarray(darr[slices].compute())
     except BaseException:
         _remove(tmp)
         raise
-    if p.exists():
-        _remove(p)
-    os.replace(tmp, p)
-    return p
+    return publish(tmp, p)

@@ -30,6 +30,8 @@ class CompareWidget(RunnerWidget):
     relative to the reference; below 1 is blurrier) of the input and both outputs.
     """
 
+    action = "compare on"
+
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
         self.layer_picker = LayerPicker(napari_viewer, parent=self)
@@ -60,9 +62,7 @@ class CompareWidget(RunnerWidget):
         )
         self.table.setVisible(False)
         self.layout_.insertWidget(self.layout_.count() - 1, self.table)  # above the stretch
-        self.layer_picker.layer_changed.connect(self._on_layer_changed)
-        self.family_picker.currentIndexChanged.connect(lambda *_: self.update_run_state())
-        self.update_run_state()
+        self._watch(self.family_picker, refresh=[self.family_picker])
 
     #: The layers ``(mse, wgan, difference)`` of the last successful run.
     last_layers: tuple[Any, Any, Any] | None = None
@@ -78,14 +78,7 @@ class CompareWidget(RunnerWidget):
         channels = self._channels()
         return default_family_for(channels) if channels else None
 
-    def _on_layer_changed(self, layer: Any) -> None:
-        self.family_picker.refresh()
-        self.update_run_state()
-
-    def _not_ready_reason(self) -> str | None:
-        layer = self.layer_picker.layer()
-        if layer is None:
-            return "Add or open an image layer to compare on."
+    def _not_ready_for(self, layer: Any) -> str | None:
         if self.family_picker.value() is None:
             channels = layer_channels(layer)
             if not self.family_picker.values():
@@ -99,14 +92,9 @@ class CompareWidget(RunnerWidget):
     # ------------------------------------------------------------------ running
 
     def _start_job(self, cancel: threading.Event) -> Started:
-        layer = self.layer_picker.layer()
-        family = self.family_picker.value()
-        if layer is None or family is None:
-            raise ValueError(self._not_ready_reason() or "Nothing to run.")
+        layer, family = self._picked(self.family_picker)
         mse, wgan = family_members(family)
-        job = prepare_job(
-            layer, current_slice=self.current_slice.isChecked(), world_point=self.viewer.dims.point
-        )
+        job = prepare_job(layer, **self._where())
         reference = self.reference_picker.layer()
         ref_job = prepare_reference(reference, job) if reference is not None else None
         add = self._adder(layer, grid=True)
@@ -121,10 +109,9 @@ class CompareWidget(RunnerWidget):
             "reference": ref_job,
             "cache": self.cache,
             "cancel": cancel,
-            **self.options(),
         }
         description = f"Compare {mse} vs {wgan} on {layer.name}"
-        return run_compare, (job, mse, wgan), kwargs, on_result, description
+        return run_compare, (job, mse, wgan, self.options()), kwargs, on_result, description
 
     def show_metrics(self, metrics: dict[str, dict[str, float]] | None) -> None:
         """Fill the metrics table (hidden when there is no reference)."""

@@ -23,35 +23,24 @@ class DenoiseWidget(RunnerWidget):
     ``"<input> [<model>]"`` with the input's placement and contrast limits.
     """
 
+    action = "denoise"
+
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
         self.layer_picker = LayerPicker(napari_viewer, parent=self)
         self.model_picker = self.model_picker_for("denoise")
         add_row(self.form, "Image:", self.layer_picker, "The image layer to denoise.")
         add_row(self.form, "Model:", self.model_picker)
-        self.layer_picker.layer_changed.connect(self._on_layer_changed)
-        self.model_picker.currentIndexChanged.connect(lambda *_: self.update_run_state())
-        self.update_run_state()
+        self._watch(self.model_picker, refresh=[self.model_picker])
 
-    def _on_layer_changed(self, layer: Any) -> None:
-        self.model_picker.refresh()
-        self.update_run_state()
-
-    def _not_ready_reason(self) -> str | None:
-        layer = self.layer_picker.layer()
-        if layer is None:
-            return "Add or open an image layer to denoise."
+    def _not_ready_for(self, layer: Any) -> str | None:
         if self.model_picker.value() is None:
             return self._no_fitting_model(self.model_picker, layer)
         return None
 
     def _start_job(self, cancel: threading.Event) -> Started:
-        layer = self.layer_picker.layer()
-        model = self.model_picker.value()
-        if layer is None or model is None:
-            raise ValueError(self._not_ready_reason() or "Nothing to run.")
-        job = prepare_job(
-            layer, current_slice=self.current_slice.isChecked(), world_point=self.viewer.dims.point
-        )
-        kwargs = {"cache": self.cache, "cancel": cancel, **self.options()}
-        return run_denoise, (job, model), kwargs, self._adder(layer), f"{layer.name} [{model}]"
+        layer, model = self._picked(self.model_picker)
+        job = prepare_job(layer, **self._where())
+        kwargs = {"cache": self.cache, "cancel": cancel}
+        args = (job, model, self.options())
+        return run_denoise, args, kwargs, self._adder(layer), f"{layer.name} [{model}]"

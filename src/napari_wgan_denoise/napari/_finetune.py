@@ -62,6 +62,8 @@ class FinetuneWidget(RunnerWidget):
     preview_every: QSpinBox
     save_as: QLineEdit
 
+    action = "fine-tune on"
+
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
         #: Training options passed to the core that have no control (for scripts and tests).
@@ -109,12 +111,9 @@ class FinetuneWidget(RunnerWidget):
         for widget in (self.plot, self.progress_label, result_box):
             self.layout_.insertWidget(self.layout_.count() - 1, widget)  # above the stretch
 
-        self.layer_picker.layer_changed.connect(self._on_layer_changed)
         self.mode_picker.currentIndexChanged.connect(self._on_mode_changed)
-        for picker in (self.clean_picker, self.roi_picker):
-            picker.layer_changed.connect(lambda *_: self.update_run_state())
-        self.axis_picker.currentIndexChanged.connect(lambda *_: self.update_run_state())
-        self.base_picker.currentIndexChanged.connect(lambda *_: self.update_run_state())
+        pickers = (self.clean_picker, self.roi_picker, self.axis_picker, self.base_picker)
+        self._watch(*pickers, refresh=[self.base_picker])
         self._fill_axes()
         self._on_mode_changed()
 
@@ -166,8 +165,7 @@ class FinetuneWidget(RunnerWidget):
 
     def _on_layer_changed(self, layer: Any) -> None:
         self._fill_axes()
-        self.base_picker.refresh()
-        self.update_run_state()
+        super()._on_layer_changed(layer)
 
     def _on_mode_changed(self, *args: Any) -> None:
         mode = self.mode()
@@ -180,10 +178,7 @@ class FinetuneWidget(RunnerWidget):
         self.mode_picker.setToolTip(next(t for m, _, t in FINETUNE_MODES if m == mode))
         self.update_run_state()
 
-    def _not_ready_reason(self) -> str | None:
-        layer = self.layer_picker.layer()
-        if layer is None:
-            return "Add or open an image layer to fine-tune on."
+    def _not_ready_for(self, layer: Any) -> str | None:
         if self.base_picker.value() is None:
             return self._no_fitting_model(self.base_picker, layer)
         mode = self.mode()
@@ -273,11 +268,10 @@ class FinetuneWidget(RunnerWidget):
         if layer is None or model is None:
             raise ValueError("Fine-tune a model first, then apply it to an image layer.")
         self._running = "apply"
-        job = prepare_job(
-            layer, current_slice=self.current_slice.isChecked(), world_point=self.viewer.dims.point
-        )
-        kwargs = {"cache": self.cache, "cancel": cancel, **self.options()}
-        return run_denoise, (job, model), kwargs, self._adder(layer), f"{layer.name} [{model}]"
+        job = prepare_job(layer, **self._where())
+        kwargs = {"cache": self.cache, "cancel": cancel}
+        args = (job, model, self.options())
+        return run_denoise, args, kwargs, self._adder(layer), f"{layer.name} [{model}]"
 
     def _on_step(self, step: Progress) -> None:
         if not step.updates:  # Apply: a plain denoising run

@@ -18,7 +18,7 @@ from ._jobs import layer_channels, prepare_restore
 from ._masks import is_mask_layer
 from ._pickers import LayerPicker
 from ._runner import RunnerWidget, Started, add_row
-from ._runs import run_restore
+from ._runs import Settings, run_restore
 
 __all__ = ["MaskPicker", "RestoreWidget"]
 
@@ -49,10 +49,10 @@ class RestoreWidget(RunnerWidget):
     never changed; a cancelled or failed run adds nothing.
     """
 
+    action = "restore"
+
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
-        #: The layers added by the last successful run (restored first).
-        self.last_layers: list[Any] = []
         self.layer_picker = LayerPicker(napari_viewer, parent=self)
         self.mask_picker = MaskPicker(napari_viewer, parent=self)
         self.model_picker = self.model_picker_for("restore", "No restore models installed")
@@ -83,19 +83,9 @@ class RestoreWidget(RunnerWidget):
             "Restore only the YX plane shown at the sliders' position; the result is placed "
             "at that plane and named '... (slice i, j)'."
         )
-        self.layer_picker.layer_changed.connect(self._on_layer_changed)
-        self.mask_picker.layer_changed.connect(lambda *_: self.update_run_state())
-        self.model_picker.currentIndexChanged.connect(lambda *_: self.update_run_state())
-        self.update_run_state()
+        self._watch(self.mask_picker, self.model_picker, refresh=[self.model_picker])
 
-    def _on_layer_changed(self, layer: Any) -> None:
-        self.model_picker.refresh()
-        self.update_run_state()
-
-    def _not_ready_reason(self) -> str | None:
-        layer = self.layer_picker.layer()
-        if layer is None:
-            return "Add or open an image layer to restore."
+    def _not_ready_for(self, layer: Any) -> str | None:
         if self.model_picker.value() is None:
             if not self.model_picker.values():
                 return NO_RESTORE_MODEL
@@ -115,23 +105,14 @@ class RestoreWidget(RunnerWidget):
     # ------------------------------------------------------------------ running
 
     def _start_job(self, cancel: threading.Event) -> Started:
-        layer = self.layer_picker.layer()
-        model = self.model_picker.value()
-        if layer is None or model is None:
-            raise ValueError(self._not_ready_reason() or "Nothing to run.")
-        job = prepare_restore(
-            layer,
-            self.mask_picker.layer(),
-            current_slice=self.current_slice.isChecked(),
-            world_point=self.viewer.dims.point,
-        )
-        options = self.options()
+        layer, model = self._picked(self.model_picker)
+        job = prepare_restore(layer, self.mask_picker.layer(), **self._where())
         kwargs = {
             "cache": self.cache,
             "cancel": cancel,
-            "device": options["device"],
-            "tile_size": options["tile_size"],
             "inpainted": self.add_inpainted.isChecked(),
         }
+        settings = self.options()
+        args = (job, model, Settings(settings.device, settings.tile_size))
         description = f"{layer.name} restored ({model})"
-        return run_restore, (job, model), kwargs, self._adder(layer), description
+        return run_restore, args, kwargs, self._adder(layer), description

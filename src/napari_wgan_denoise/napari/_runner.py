@@ -1,16 +1,17 @@
 """The base of the plugin's widgets: run options, Run/Cancel and the napari worker.
 
 A widget subclass adds its pickers to ``self.form`` (the image one as
-``self.layer_picker``) and implements ``_not_ready_reason`` and ``_start_job``: a run of
-:mod:`._runs` (a generator yielding :class:`~._bridge.Progress`) and what to do with its
-result in the main thread (usually :func:`~._viewer.add_outputs`).
+``self.layer_picker``), calls ``_watch`` with them and implements ``_not_ready_for`` (why
+Run cannot start yet) and ``_start_job``: a run of :mod:`._runs` (a generator yielding
+:class:`~._bridge.Progress`) and what to do with its result in the main thread (usually
+:meth:`RunnerWidget._adder`, which adds the ``LayerDataTuple``s with :mod:`._viewer`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from napari.qt.threading import create_worker
@@ -38,7 +39,7 @@ from ._bridge import Progress
 from ._choices import default_restore_model, kind, model_choices, no_model_message
 from ._jobs import layer_channels
 from ._pickers import ChoicePicker
-from ._runs import Outputs
+from ._runs import Outputs, Settings
 from ._viewer import add_outputs
 
 logger = logging.getLogger(__name__)
@@ -130,13 +131,13 @@ class RunnerWidget(QWidget):
         """Whether a run is in progress."""
         return self.worker is not None
 
-    def options(self) -> dict[str, Any]:
-        """Device, tile size and batch size for the engine."""
-        return {
-            "device": self.device_picker.currentText() or "auto",
-            "tile_size": self.tile_size.value() or None,
-            "batch_size": self.batch_size,
-        }
+    def options(self) -> Settings:
+        """Device, tile size and batch size for the runs."""
+        return Settings(
+            device=self.device_picker.currentText() or "auto",
+            tile_size=self.tile_size.value() or None,
+            batch_size=self.batch_size,
+        )
 
     def update_run_state(self) -> None:
         """Enable Run only when idle and the inputs make sense; say why not otherwise."""
@@ -151,7 +152,48 @@ class RunnerWidget(QWidget):
 
     _last_reason: str | None = None
 
+    #: What the widget does, for "Add or open an image layer to ...".
+    action = "process"
+    _refreshed: list[ChoicePicker] = []
+
+    def _watch(self, *pickers: QComboBox, refresh: Sequence[ChoicePicker] = ()) -> None:
+        """Check readiness again whenever the image or one of ``pickers`` changes; a new
+        image also refreshes the ``refresh`` pickers (their choices depend on its channels)."""
+        self._refreshed = list(refresh)
+        self.layer_picker.layer_changed.connect(self._on_layer_changed)
+        for picker in pickers:
+            changed = getattr(picker, "layer_changed", picker.currentIndexChanged)
+            changed.connect(lambda *_: self.update_run_state())
+        self.update_run_state()
+
+    def _on_layer_changed(self, layer: Any) -> None:
+        for picker in self._refreshed:
+            picker.refresh()
+        self.update_run_state()
+
     def _not_ready_reason(self) -> str | None:
+        """Why Run cannot start now (None when it can)."""
+        layer = self.layer_picker.layer()
+        if layer is None:
+            return f"Add or open an image layer to {self.action}."
+        return self._not_ready_for(layer)
+
+    def _picked(self, picker: ChoicePicker) -> tuple[Any, str]:
+        """The picked image layer and ``picker``'s value; ValueError saying what is missing."""
+        layer, value = self.layer_picker.layer(), picker.value()
+        if layer is None or value is None:
+            raise ValueError(self._not_ready_reason() or "Nothing to run.")
+        return layer, value
+
+    def _where(self) -> dict[str, Any]:
+        """Whether to run on the current slice only, and the viewer's position for it."""
+        return {
+            "current_slice": self.current_slice.isChecked(),
+            "world_point": self.viewer.dims.point,
+        }
+
+    def _not_ready_for(self, layer: Any) -> str | None:
+        """Why Run cannot start on the picked ``layer`` (None when it can)."""
         raise NotImplementedError
 
     def _channels(self) -> int | None:

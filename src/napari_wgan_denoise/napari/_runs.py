@@ -65,15 +65,28 @@ def image_data(data: Any, job: LayerJob, name: str, record: dict[str, Any]) -> L
     return data, kwargs, "image"
 
 
-def _settings(job: LayerJob, device: str, tile_size: int | None, batch_size: int | None) -> dict:
-    return {
-        "device": str(device),
-        "device_used": str(resolve_device(device)),
-        "tile_size": int(tile_size) if tile_size else None,
-        "batch_size": int(batch_size) if batch_size else None,
-        "current_slice": job.slice_at is not None,
-        "slice": list(job.slice_at) if job.slice_at is not None else None,
-    }
+@dataclass(frozen=True)
+class Settings:
+    """How the core runs: device, tile edge and tiles per batch (None: the core's default)."""
+
+    device: str = "auto"
+    tile_size: int | None = None
+    batch_size: int | None = None
+
+    def core(self) -> dict[str, Any]:
+        """Keyword arguments of the core's ``denoise``."""
+        return {"device": self.device, "tile_size": self.tile_size, "batch_size": self.batch_size}
+
+    def record(self, job: LayerJob) -> dict[str, Any]:
+        """What the output's metadata records about the run."""
+        return {
+            "device": str(self.device),
+            "device_used": str(resolve_device(self.device)),
+            "tile_size": int(self.tile_size) if self.tile_size else None,
+            "batch_size": int(self.batch_size) if self.batch_size else None,
+            "current_slice": job.slice_at is not None,
+            "slice": list(job.slice_at) if job.slice_at is not None else None,
+        }
 
 
 def _load(model: str | DenoiseModel, cache: ModelCache) -> tuple[DenoiseModel, str]:
@@ -174,11 +187,9 @@ def _denoise_lazily(
 def run_denoise(
     job: LayerJob,
     model: str | DenoiseModel,
+    settings: Settings = Settings(),
     *,
     cache: ModelCache = SHARED_CACHE,
-    device: str = "auto",
-    tile_size: int | None = None,
-    batch_size: int | None = None,
     cancel: Any | None = None,
 ) -> Generator[Progress, None, Outputs]:
     """Load ``model`` (cached) and denoise the job's data into ``"<input> [<model>]"``."""
@@ -186,12 +197,12 @@ def run_denoise(
     yield Progress(0.0, f"Loading {name}")
     dmodel, name = _load(model, cache)
     _check(dmodel, name, job)
-    options = {"device": device, "tile_size": tile_size, "batch_size": batch_size}
+    options = settings.core()
     record: dict[str, Any] = {
         "model": name,
         "card_hash": dmodel.card_hash,
         "source_layer": job.name,
-        "settings": _settings(job, device, tile_size, batch_size),
+        "settings": settings.record(job),
     }
     if _runs_lazily(job):
         out, store = yield from _denoise_lazily(job, dmodel, name, cache, cancel=cancel, **options)
@@ -254,13 +265,11 @@ def run_compare(
     job: LayerJob,
     mse_name: str,
     wgan_name: str,
+    settings: Settings = Settings(),
     *,
     family: str,
     reference: ReferenceJob | None = None,
     cache: ModelCache = SHARED_CACHE,
-    device: str = "auto",
-    tile_size: int | None = None,
-    batch_size: int | None = None,
     cancel: Any | None = None,
 ) -> Generator[Progress, None, Outputs]:
     """Run a family's ID-MSE and ID-MSE-WGAN models on the same data: both outputs, their
@@ -270,8 +279,7 @@ def run_compare(
     for m, n in zip(models, (mse_name, wgan_name)):
         _check(m, n, job)
     data = job.read()
-    options = {"device": device, "tile_size": tile_size, "batch_size": batch_size}
-    settings = _settings(job, device, tile_size, batch_size)
+    options, record = settings.core(), settings.record(job)
     outs, records = [], []
     for k, (m, n) in enumerate(zip(models, (mse_name, wgan_name))):
         out = yield from _denoise_data(
@@ -291,7 +299,7 @@ def run_compare(
                 "model": n,
                 "card_hash": m.card_hash,
                 "source_layer": job.name,
-                "settings": settings,
+                "settings": record,
                 "family": family,
             }
         )
@@ -316,11 +324,10 @@ def run_compare(
 def run_restore(
     job: RestoreJob,
     model: str | DenoiseModel,
+    settings: Settings = Settings(),
     *,
-    cache: ModelCache = SHARED_CACHE,
-    device: str = "auto",
-    tile_size: int | None = None,
     inpainted: bool = False,
+    cache: ModelCache = SHARED_CACHE,
     cancel: Any | None = None,
 ) -> Generator[Progress, None, Outputs]:
     """Load ``model`` (cached) and restore the job's data into ``"<input> restored
@@ -347,8 +354,8 @@ def run_restore(
         cancel=cancel,
         lock=cache.lock_for(dmodel),
         return_inpainted=inpainted,
-        device=device,
-        tile_size=tile_size,
+        device=settings.device,
+        tile_size=settings.tile_size,
     )
     try:
         out = yield from scaled(steps, 0.0, 1.0, f"Restoring {job.name} with {name}")
@@ -357,9 +364,9 @@ def run_restore(
     if cancel is not None and cancel.is_set():
         raise Cancelled("Restoring was cancelled; no layer was added.")
     restored, filled = out if inpainted else (out, None)
-    settings = _settings(job.layer, device, tile_size, None)
-    settings.pop("batch_size", None)
-    settings["mask_pixels"] = int(np.count_nonzero(job.mask)) if job.mask is not None else 0
+    record = Settings(settings.device, settings.tile_size).record(job.layer)
+    record.pop("batch_size", None)
+    record["mask_pixels"] = int(np.count_nonzero(job.mask)) if job.mask is not None else 0
     outputs = [("restored", restored)] + ([("inpainted", filled)] if inpainted else [])
     layers = [
         image_data(
@@ -372,7 +379,7 @@ def run_restore(
                 "source_layer": job.name,
                 "mask_layer": job.mask_name,
                 "output": what,
-                "settings": dict(settings),
+                "settings": dict(record),
             },
         )
         for what, data_ in outputs
@@ -385,8 +392,9 @@ def run_restore(
 
 
 def _finetune_in_thread(job: FinetuneJob, *, progress: Any, cancel: Any) -> DenoiseModel:
-    """Load the base model and the data, then run the core ``finetune`` (helper thread)."""
-    from ..training.finetune import finetune
+    """Load the base model and the data, then run the core fine-tuning (helper thread)."""
+    from ..training.finetune import FinetuneConfig, FinetuneData
+    from ..training.finetune import run_finetune as finetune
 
     progress({"status": f"Loading {job.base} and {job.layer_name}"})
     base = load_model(job.base)
@@ -396,32 +404,25 @@ def _finetune_in_thread(job: FinetuneJob, *, progress: Any, cancel: Any) -> Deno
     def read(source: Any) -> np.ndarray:
         return split_alpha(np.asarray(source), job.rgb)[0]
 
-    plane, lead = None, ()
+    data = FinetuneData(read(job.noisy), roi=job.roi)
+    if job.clean is not None:
+        data.clean = read(job.clean)
+    if job.references is not None:
+        data.references = [read(r) for r in job.references]
+    lead: tuple[int, ...] = ()
     if job.preview is not None:
-        data = read(job.preview.read())
-        n_lead = len(job.preview.slice_at or ())
-        plane, lead = data.reshape(data.shape[n_lead:]), data.shape[:n_lead]
+        plane = read(job.preview.read())
+        lead = plane.shape[: len(job.preview.slice_at or ())]
+        data.preview = plane.reshape(plane.shape[len(lead) :])
 
     def on_progress(info: dict[str, Any]) -> None:
         if "preview" in info:  # the core returns it in the input's scale: add the lead axes
             info = {**info, "preview": info["preview"].reshape(lead + info["preview"].shape)}
         progress(info)
 
-    return finetune(
-        base,
-        read(job.noisy),
-        mode=job.mode,
-        clean=read(job.clean) if job.clean is not None else None,
-        references=[read(r) for r in job.references] if job.references is not None else None,
-        roi=job.roi,
-        axis=job.axis,
-        preview=plane,
-        name=job.name,
-        save=True,
-        progress=on_progress,
-        cancel=cancel,
-        **job.options,
-    )
+    options = {**job.options, "axis": job.axis, "name": job.name, "save": True}
+    config = FinetuneConfig.from_options(job.mode, **options)
+    return finetune(base, data, config, progress=on_progress, cancel=cancel)
 
 
 def run_finetune(

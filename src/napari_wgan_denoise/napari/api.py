@@ -29,7 +29,7 @@ from ..models.model import DenoiseModel
 from ._bridge import drive
 from ._choices import NO_RESTORE_MODEL, default_restore_model, no_model_message
 from ._jobs import LayerJob, is_image_layer, prepare_job, prepare_reference, prepare_restore
-from ._runs import Outputs, run_compare, run_denoise, run_restore
+from ._runs import Outputs, Settings, run_compare, run_denoise, run_restore
 from ._viewer import add_outputs, to_layers
 
 __all__ = ["Comparison", "compare_layer", "denoise_layer", "restore_layer"]
@@ -110,14 +110,7 @@ def denoise_layer(
         if model is None:
             raise ValueError(no_model_message(job.channels))
     outputs = drive(
-        run_denoise(
-            job,
-            model,
-            device=device,
-            tile_size=tile_size,
-            batch_size=batch_size,
-            cancel=cancel,
-        ),
+        run_denoise(job, model, Settings(device, tile_size, batch_size), cancel=cancel),
         progress,
     )
     return _place(outputs, layer, viewer if add_to_viewer else None)[0]
@@ -187,11 +180,9 @@ def compare_layer(
             job,
             mse_name,
             wgan_name,
+            Settings(device, tile_size, batch_size),
             family=family,
             reference=ref_job,
-            device=device,
-            tile_size=tile_size,
-            batch_size=batch_size,
             cancel=cancel,
         ),
         progress,
@@ -255,12 +246,7 @@ def restore_layer(
             raise ValueError(NO_RESTORE_MODEL)
     outputs = drive(
         run_restore(
-            job,
-            model,
-            device=device,
-            tile_size=tile_size,
-            inpainted=return_inpainted,
-            cancel=cancel,
+            job, model, Settings(device, tile_size), inpainted=return_inpainted, cancel=cancel
         ),
         progress,
     )

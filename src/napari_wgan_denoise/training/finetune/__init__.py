@@ -1,8 +1,9 @@
 """Fine-tune a model on the user's own stack: paired, two-stage (seed 002) or Noise2Noise.
 
-:func:`finetune` is the public call; it builds a :class:`FinetuneConfig` and runs the one
-loop (:mod:`.loop`) with the mode's strategy (:mod:`.strategies`). A new mode is one
-:class:`Strategy` subclass registered with :func:`register_mode`.
+:func:`finetune` is the public call; it builds a :class:`FinetuneConfig` (how) and a
+:class:`FinetuneData` (on what) and runs the one loop, :func:`run_finetune`, with the
+mode's strategy (:mod:`.strategies`). A new mode is one :class:`Strategy` subclass
+registered with :func:`register_mode`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...models.model import DenoiseModel
-from .config import FinetuneConfig
+from .config import FinetuneConfig, FinetuneData
 from .data import ArraySource, Session
 from .loop import run_finetune
 from .strategies import (
@@ -36,6 +37,7 @@ __all__ = [
     "STRATEGIES",
     "ArraySource",
     "FinetuneConfig",
+    "FinetuneData",
     "LossSettings",
     "NoiseToNoise",
     "Paired",
@@ -88,15 +90,6 @@ def finetune(
     YXC plane) is given, ``"preview"``: that plane denoised so far, in its own dtype and
     intensity scale.
     """
+    data = FinetuneData(noisy, clean, references, roi, preview)
     config = FinetuneConfig.from_options(mode, **options)
-    return run_finetune(
-        base,
-        noisy,
-        config,
-        clean=clean,
-        references=references,
-        roi=roi,
-        preview=preview,
-        progress=progress,
-        cancel=cancel,
-    )
+    return run_finetune(base, data, config, progress=progress, cancel=cancel)

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class FinetuneConfig:
@@ -44,3 +46,17 @@ class FinetuneConfig:
         if unknown:
             raise TypeError(f"Unknown fine-tuning option(s): {', '.join(unknown)}.")
         return cls(mode=mode, **options)
+
+
+@dataclass
+class FinetuneData:
+    """What to learn from: the ``noisy`` stack and, as the mode needs them, its ``clean``
+    counterpart, unpaired clean ``references`` (arrays, an image file or a folder), a YX
+    ``roi`` mask that patches must come from, and a ``preview`` plane (YX or YXC) to
+    denoise now and then while training."""
+
+    noisy: Any
+    clean: Any | None = None
+    references: Any | None = None
+    roi: np.ndarray | None = None
+    preview: np.ndarray | None = None

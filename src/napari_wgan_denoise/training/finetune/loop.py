@@ -16,7 +16,7 @@ from ...inference.denoise import as_model
 from ...models.model import DenoiseModel
 from ...models.registry import save_user_model
 from ..trainer import TrainConfig, Trainer
-from .config import FinetuneConfig
+from .config import FinetuneConfig, FinetuneData
 from .data import Session, finetune_mode, normalise, planes_of, reference_planes
 from .strategies import Strategy, strategy_for
 
@@ -70,27 +70,25 @@ def _session(
 
 def run_finetune(
     base: DenoiseModel | str,
-    noisy: Any,
+    data: FinetuneData,
     config: FinetuneConfig,
     *,
-    clean: Any | None = None,
-    references: Any | None = None,
-    roi: np.ndarray | None = None,
-    preview: np.ndarray | None = None,
     progress: ProgressFn | None = None,
     cancel: Any | None = None,
 ) -> DenoiseModel:
-    """Fine-tune ``base`` on ``noisy`` as ``config`` says; see :func:`.finetune`."""
+    """Fine-tune ``base`` on ``data`` as ``config`` says and return the new model (saved as
+    a user model when ``config.save``); see :func:`.finetune` for the modes, the
+    validation and the progress reports."""
     strategy = strategy_for(config)
     base_model = as_model(base)
     model = DenoiseModel(
         network=copy.deepcopy(base_model.network).cpu(), card=copy.deepcopy(base_model.card)
     )
-    noisy_arr = np.asarray(noisy)
-    s = _session(strategy, model, noisy_arr, clean, roi)
+    noisy_arr = np.asarray(data.noisy)
+    s = _session(strategy, model, noisy_arr, data.clean, data.roi)
     patch_size = int(min(config.patch_size, s.height, s.width) // 4 * 4)
     if strategy.uses_critic():
-        s.references = reference_planes(references, model)
+        s.references = reference_planes(data.references, model)
     loss = strategy.loss()
     cfg = TrainConfig(
         architecture=model.architecture,
@@ -122,7 +120,7 @@ def run_finetune(
     trainer = Trainer(cfg, s.source(targets), init=model)
     finetune_mode(trainer.generator)
     s.device = trainer.device
-    result = _loop(strategy, s, trainer, targets, preview, progress, cancel)
+    result = _loop(strategy, s, trainer, targets, data.preview, progress, cancel)
     trainer.generator.load_state_dict(result["best"]["state"])
     trainer.generator.eval()
     model.network = trainer.generator.cpu()
