@@ -1,8 +1,10 @@
 """The napari plugin: Denoise, Compare and Restore widgets, sample data, a one-click action
 and the console API.
 
-Only this subpackage imports napari; the widgets (``_widgets``, ``_compare``, ``_restore``)
-and the action (``_actions``) import Qt, while the console API below does not::
+Only this subpackage imports napari. The widgets (``_denoise``, ``_compare``, ``_restore``,
+``_finetune``) and the action (``_actions``) import Qt; the console API below and the
+Qt-free layers under it (``_jobs``, ``_masks``, ``_bridge``, ``_runs``, ``_viewer``,
+``_choices``; see docs/architecture.md) do not::
 
     from napari_wgan_denoise.napari import denoise_layer, compare_layer, restore_layer
 """

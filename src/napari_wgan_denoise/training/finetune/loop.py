@@ -117,7 +117,7 @@ def run_finetune(
         "noise": {"type": "user data", "mode": config.mode},
     }
     targets = strategy.targets(s)
-    trainer = Trainer(cfg, s.source(targets), init=model)
+    trainer = Trainer(cfg, strategy.source(s, targets), init=model)
     finetune_mode(trainer.generator)
     s.device = trainer.device
     result = _loop(strategy, s, trainer, targets, data.preview, progress, cancel)
@@ -187,7 +187,7 @@ def _loop(
         fresh = strategy.next_targets(s, it)
         if fresh is not None:
             targets = fresh
-            trainer.source = s.source(targets)
+            trainer.source = strategy.source(s, targets)
         st = trainer.step()
         info: dict[str, Any] = {
             "iteration": it,

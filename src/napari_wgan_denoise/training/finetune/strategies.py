@@ -3,8 +3,8 @@ how the loss is weighed. The loop in :mod:`.loop` drives any of them.
 
 A new mode is one subclass of :class:`Strategy` registered with :func:`register_mode`
 (see ``docs/architecture.md``): it decides the data layout (``arrange``), the split
-(``split``), the training targets (``targets``, ``next_targets``), the validation metric
-(``validate``) and the loss settings (``loss``).
+(``split``), the training targets (``targets``, ``next_targets``) and patches
+(``source``), the validation metric (``validate``) and the loss settings (``loss``).
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ class Strategy:
     def next_targets(self, session: Session, iteration: int) -> list[np.ndarray] | None:
         """New targets before ``iteration`` (the source is rebuilt), or None to keep them."""
         return None
+
+    def source(self, session: Session, targets: list[np.ndarray] | None) -> Any:
+        """The trainer's patch source (``sample``, ``sample_real``, ``channels``, ...);
+        default: noisy patches against the same patches of ``targets`` (a mode that makes
+        its pairs per batch, e.g. blind-spot masking, returns its own source)."""
+        return session.source(targets)
 
     def validate(self, session: Session, targets: list[np.ndarray] | None) -> tuple[str, float]:
         """``(metric name, value)`` on the held-out data (default: PSNR against clean)."""
