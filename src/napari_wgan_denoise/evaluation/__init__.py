@@ -89,7 +89,7 @@ from .methods import (
 from .samples import _count, _samples
 
 ProgressFn = Callable[[int, int], Any]
-__all__ = ["BASELINES", "ROW_KEYS", "evaluate"]
+__all__ = ["BASELINES", "ROW_KEYS", "evaluate", "format_table"]
 
 ROW_KEYS = ("model", "n", "psnr", "ssim", "grad_ratio", "s_per_mp")
 
@@ -247,3 +247,33 @@ def evaluate(
             row["images"] = method.per_image
         rows.append(row)
     return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The plain-text table the CLI prints (model, n, PSNR, SSIM, grad ratio, s/MP)."""
+
+    def num(v: Any, fmt: str) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return format(v, fmt)
+
+    table = [("model", "n", "PSNR", "SSIM", "grad ratio", "s/MP")]
+    for r in rows:
+        table.append(
+            (
+                str(r["model"]),
+                str(r["n"]),
+                num(r["psnr"], ".2f"),
+                num(r["ssim"], ".4f"),
+                num(r["grad_ratio"], ".3f"),
+                num(r["s_per_mp"], ".3f"),
+            )
+        )
+    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
+    lines = []
+    for k, t in enumerate(table):
+        cells = [t[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(t[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
