@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import Cancelled
 from ..models.model import DEFAULT_NORMALISATION, DenoiseModel
 from ..models.registry import load_model
-from .devices import resolve_device
+from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
 from .tiling import BLEND, count_tiles, round_up, run_tiled
@@ -176,6 +176,7 @@ def denoise(
     cancel: Any | None = None,
     batch_size: int | None = None,
     value_range: tuple[float, float] | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Denoise an image or stack and return an array of the same shape and dtype.
 
@@ -197,6 +198,10 @@ def denoise(
     out of memory the batch, then the tile, is halved and the plane retried.
     ``progress(done, total)`` is called as tiles finish; when ``cancel.is_set()`` becomes
     true the call stops with :class:`~napari_wgan_denoise.errors.Cancelled`.
+
+    ``precision`` is ``"auto"`` (half precision on CUDA, bf16 autocast on CPUs with native
+    bf16, fp32 elsewhere; ``$NAPARI_WGAN_DENOISE_PRECISION`` overrides it), ``"bf16"`` or
+    ``"fp32"``.
     """
     dmodel = as_model(model)
     if dmodel.task != "denoise":
@@ -219,7 +224,7 @@ def denoise(
     channels_last = dev.type == "cpu"
     if channels_last:
         network.to(memory_format=torch.channels_last)
-    autocast = dev.type == "cuda"
+    autocast = use_bf16(dev, precision)
 
     multiple = int(getattr(network, "size_multiple", 1))
     radius = int(getattr(network, "receptive_radius", 32))
