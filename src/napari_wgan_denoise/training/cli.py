@@ -8,10 +8,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import Cancelled
 from .perceptual import VGG_ENV
 from .trainer import LOSSES, PERCEPTUAL_LOSSES, TrainConfig, TrainState
 
-DATA_KEYS = ("clean", "noisy", "fmd", "noise", "val_fraction", "val_names", "channels", "mix")
+DATA_KEYS = (
+    "clean",
+    "noisy",
+    "fmd",
+    "noise",
+    "val_fraction",
+    "val_names",
+    "channels",
+    "mix",
+    "sources",
+    "balance",
+    "colour_jitter",
+)
 CARD_KEYS = ("modality", "description")
 PATH_KEYS = ("clean", "noisy", "fmd")
 
@@ -114,7 +127,25 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--val-every", type=int)
     p.add_argument("--resume", help="checkpoint to continue from (e.g. OUT-checkpoints/last)")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument(
+        "--warm-start",
+        metavar="CHECKPOINT",
+        help="start from another run's checkpoint (generator, its optimiser, data RNG and "
+        "iteration; fresh critic): the WGAN twin after MSE pre-training",
+    )
+    p.add_argument(
+        "--cpu-budget",
+        type=float,
+        metavar="MINUTES",
+        help="stop (with a checkpoint, no model file) once the run has used this much CPU "
+        "time in all; resume later with --resume",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )
+    p.add_argument("--no-amp", action="store_true", help="fp32 only (no bf16/fp16 autocast)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output model")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -136,7 +167,8 @@ def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
     cli = {
         k: v
         for k, v in vars(args).items()
-        if v is not None and k not in ("func", "command", "config", "no_amp", "overwrite", "quiet")
+        if v is not None
+        and k not in ("func", "command", "config", "no_amp", "overwrite", "quiet", "cpu_budget")
     }
     settings.update(cli)
     if args.no_amp:
@@ -149,11 +181,21 @@ def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+class _CpuBudget:
+    """A cancel flag that is set once a trainer has used ``minutes`` of CPU time."""
+
+    def __init__(self, trainer: Any, minutes: float | None) -> None:
+        self.trainer, self.seconds = trainer, None if minutes is None else 60.0 * minutes
+
+    def is_set(self) -> bool:
+        return self.seconds is not None and self.trainer.cpu_time >= self.seconds
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``wgan-denoise train``."""
     from tqdm import tqdm
 
-    from ..data.datasets import make_source
+    from ..data.recipes import build_source
     from ..models.model import model_paths, save_model
 
     settings = gather_settings(args)
@@ -169,13 +211,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings.pop("checkpoint_dir", None) or f"{weights.with_suffix('')}-checkpoints"
     )
     resume = settings.pop("resume", None)
+    warm = settings.pop("warm_start", None)
     config = TrainConfig.from_dict(settings)
     config.validate()
     if config.loss in PERCEPTUAL_LOSSES and not config.vgg_random_init:
         from .perceptual import resolve_vgg_weights
 
         resolve_vgg_weights(config.vgg_weights, config.vgg_arch)  # fail before loading data
-    if not any(data.get(k) for k in PATH_KEYS):
+    if not data.get("sources") and not any(data.get(k) for k in PATH_KEYS):
         raise ValueError(
             "No training data: give --clean DIR with --noise, --noisy DIR with "
             "--clean DIR, or --fmd DIR."
@@ -187,13 +230,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         and not data.get("noise")
     ):
         raise ValueError("--clean alone needs --noise (e.g. gaussian:25) to make noisy inputs.")
-    source = make_source(**data, seed=config.seed)
+    source = build_source(data, seed=config.seed)
 
     from .trainer import Trainer
 
     trainer = Trainer(config, source, checkpoint_dir=checkpoint_dir)
     if resume:
         trainer.resume(resume)
+    elif warm:
+        trainer.warm_start(warm)
     log_path = Path(checkpoint_dir) / "log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(
@@ -222,8 +267,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 log.write(json.dumps(_clean(vars(st))) + "\n")
             bar.set_postfix(post, refresh=False)
 
+        budget = getattr(args, "cpu_budget", None)
         try:
-            model = trainer.run(progress=progress)
+            model = trainer.run(progress=progress, cancel=_CpuBudget(trainer, budget))
+        except Cancelled as exc:
+            if budget is None:
+                raise
+            print(f"CPU budget of {budget:g} min reached. {exc}", file=sys.stderr)
+            return 0
         finally:
             bar.close()
     model.card.update(card)
