@@ -221,6 +221,9 @@ def test_wgan_twin_warm_starts_from_the_mse_run(folders, tmp_path):
     training = model.card["training"]
     assert training["warm_start"]["iteration"] == 3 and training["iterations"] == 6
     assert training["cpu_time_s"] > 0
+    curve = model.card["learning_curve"]
+    assert [c["iteration"] for c in curve] == [3, 6]  # the MSE part and the twin's own
+    assert [c.get("loss") for c in curve] == ["mse", "wgan"]
     wrong = Trainer(_cfg(loss="wgan", patch_size=48), source)
     with pytest.raises(ValueError, match="patch_size"):
         wrong.warm_start(tmp_path / "mse" / "iter-3")

@@ -174,6 +174,21 @@ def learning_rate(config: TrainConfig, iteration: int) -> float:
     return config.lr if iteration < config.lr_drop_at * config.iterations else config.lr_final
 
 
+def _curve_of(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The learning curve recovered from log records (checkpoints written before the
+    curve was kept on its own)."""
+    return [
+        {
+            "iteration": r["iteration"],
+            "val_psnr": round(r["val_psnr"], 4),
+            "cpu_time_s": round(r.get("cpu_time", 0.0), 1),
+            "wall_time_s": round(r.get("elapsed", 0.0), 1),
+        }
+        for r in history
+        if r.get("val_psnr") is not None
+    ]
+
+
 def run_whole(network: torch.nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
     """Run a network on one whole ``(C, H, W)`` image (mirror-padded to the network's size
     multiple and cropped back), without tiling: for small validation and preview images."""
@@ -268,6 +283,9 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
         self.history: list[dict[str, float]] = []
+        #: The learning curve: every validation (iteration, PSNR, CPU and wall time),
+        #: kept whole (``history`` keeps only the last records); it goes into the card.
+        self.curve: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
         self.wall_time = 0.0
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -298,6 +316,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "card": self.model.card,
             "history": self.history[-2000:],
+            "curve": self.curve,
             "best": self.best,
             "wall_time": self.wall_time,
             "cpu_time": self.cpu_time,
@@ -318,6 +337,7 @@ class Trainer:
                 )
         self.iteration = int(meta["iteration"])
         self.history = list(meta.get("history", []))
+        self.curve = list(meta.get("curve") or _curve_of(self.history))
         self.best = dict(meta.get("best", {}))
         self.wall_time = float(meta.get("wall_time", 0.0))
         self.cpu_time = float(meta.get("cpu_time", 0.0))
@@ -342,6 +362,7 @@ class Trainer:
                 )
         self.iteration = int(meta["iteration"])
         self.history = list(meta.get("history", []))
+        self.curve = list(meta.get("curve") or _curve_of(self.history))
         self.best = {}
         self.wall_time = float(meta.get("wall_time", 0.0))
         self.cpu_time = float(meta.get("cpu_time", 0.0))
@@ -466,6 +487,15 @@ class Trainer:
                 if not self.best or metrics["val_psnr"] > self.best["val_psnr"]:
                     self.best = {"iteration": self.iteration, **metrics}
                 self.best.setdefault("val_input_psnr", metrics["val_input_psnr"])
+                self.curve.append(
+                    {
+                        "iteration": self.iteration,
+                        "val_psnr": round(metrics["val_psnr"], 4),
+                        "cpu_time_s": round(time.process_time() - cpu_start, 1),
+                        "wall_time_s": round(time.perf_counter() - start, 1),
+                        "loss": cfg.loss,
+                    }
+                )
             st.elapsed = time.perf_counter() - start
             st.cpu_time = time.process_time() - cpu_start
             self.wall_time, self.cpu_time = st.elapsed, st.cpu_time
@@ -514,6 +544,7 @@ class Trainer:
                 ),
             },
             metrics={k: v for k, v in metrics.items() if v is not None},
+            learning_curve=self.curve,
         )
         self.generator.eval()
         return self.model
