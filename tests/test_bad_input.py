@@ -334,3 +334,23 @@ def test_denoise_layer_of_an_array_has_a_short_message():
     message = str(info.value)
     assert "array of shape (200, 200) and dtype float32" in message
     assert len(message) < 300 and "[" not in message
+
+
+@pytest.mark.parametrize(
+    ("values", "error", "fragment"),
+    [
+        ({"lr": "fast"}, InvalidSetting, "lr: expected a number, got 'fast'"),
+        ({"iterations": "five"}, InvalidSetting, "iterations: expected an integer"),
+        ({"iterations": 0}, ValueError, "iterations must be >= 1, got 0"),
+        ({"iterations": -5}, ValueError, "iterations must be >= 1, got -5"),
+    ],
+)
+def test_train_and_cascade_configs_check_types_in_the_core(values, error, fragment):
+    from napari_wgan_denoise.training.cascade import CascadeTrainConfig
+    from napari_wgan_denoise.training.trainer import TrainConfig
+
+    with pytest.raises(error, match=fragment):
+        TrainConfig.from_dict(values).validate()
+    if "lr" in values:
+        with pytest.raises(error, match=fragment):
+            CascadeTrainConfig.from_dict(values)
