@@ -360,3 +360,16 @@ def test_sigterm_during_zarr_overwrite_leaves_no_partial_store(tmp_path):
     assert rc == EXIT_INTERRUPTED and "interrupted" in err
     assert sorted(p.name for p in out.iterdir()) == ["in.zarr"]  # no .in.zarr.partial
     assert (out / "in.zarr" / "old-result").is_file()
+
+
+def test_models_reports_user_models_it_cannot_list(tiny_gray, _user_models, capsys):
+    from napari_wgan_denoise.cli import main
+
+    save_user_model(tiny_gray, "fine")
+    save_user_model(tiny_gray, "broken")
+    card = _user_models / "broken.json"
+    card.write_text(card.read_text().replace('"channels": 1', '"channels": 2'))
+    assert main(["models"]) == 0
+    out, err = capsys.readouterr()
+    assert "fine" in out and "broken" not in out
+    assert "not listed: broken" in err and "channels must be 1 (gray) or 3 (RGB)" in err

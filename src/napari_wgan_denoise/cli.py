@@ -13,8 +13,10 @@ from .errors import EXIT_INTERRUPTED, describe_error, exit_status
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models.registry import model_entries
+    from .models.registry import model_entries, unreadable_models
 
+    for name, reason in unreadable_models():  # never hidden: say why it is not listed
+        print(f"wgan-denoise: not listed: {name}: {reason}", file=sys.stderr)
     entries = model_entries()
     if not entries:
         print("No models installed. Train one with `wgan-denoise train` or load a file by path.")

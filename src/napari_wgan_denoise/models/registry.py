@@ -83,6 +83,19 @@ def _scan(folder: Path, source: str) -> list[ModelEntry]:
     return entries
 
 
+def unreadable_models() -> list[tuple[str, str]]:
+    """User models that the registry leaves out, each with why (a corrupt card, missing
+    weights), for ``wgan-denoise models`` to report instead of hiding them."""
+    out = []
+    folder = user_models_dir()
+    for card_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            _explain_unlisted(card_path.stem)
+        except ModelFileError as exc:
+            out.append((card_path.stem, str(exc)))
+    return out
+
+
 def model_entries() -> list[ModelEntry]:
     """All registered models: shipped ones first, then the user's (which cannot shadow them)."""
     shipped = _scan(SHIPPED_DIR, "shipped")
