@@ -354,3 +354,13 @@ def test_train_and_cascade_configs_check_types_in_the_core(values, error, fragme
     if "lr" in values:
         with pytest.raises(error, match=fragment):
             CascadeTrainConfig.from_dict(values)
+
+
+def test_denoise_lazy_checks_options_before_making_the_store(tiny_gray, tmp_path):
+    pytest.importorskip("dask")
+    pytest.importorskip("zarr")
+    from napari_wgan_denoise.inference.lazy import denoise_lazy
+
+    with pytest.raises(InvalidSetting, match="overlap must be at least 0"):
+        denoise_lazy(np.stack([PLANE] * 2), tiny_gray, out=tmp_path / "o.zarr", overlap=-1)
+    assert list(tmp_path.iterdir()) == []  # neither the store nor a .partial one

@@ -17,31 +17,31 @@ def read_image_series(path: str | os.PathLike[str]) -> list[np.ndarray]:
     p = Path(path)
     if p.suffix.lower() not in TIFF_SUFFIXES:
         return [read_image(p)]
+    return _read_tiff(p, all_series=True)
+
+
+def _read_tiff(p: Path, *, all_series: bool) -> list[np.ndarray]:
+    """The series of a TIFF as arrays; without ``all_series`` a file with several series
+    is refused, naming the count (never read as its first series only)."""
+    import tifffile
+
     if not p.is_file():
         raise FileNotFoundError(f"Input file {p} does not exist.")
-    import tifffile
-
     try:
         with tifffile.TiffFile(p) as tif:
-            return [series.asarray() for series in tif.series]
+            series = list(tif.series)
+            if all_series:
+                return [s.asarray() for s in series]
+            if len(series) <= 1:
+                return [tif.asarray()]
+            shapes = ", ".join(str(tuple(s.shape)) for s in series[:4])
     except Exception as exc:  # noqa: BLE001 - report any reader failure with the file name
         raise ValueError(f"Cannot read image {p}: {exc}") from exc
-
-
-def _one_series(p: Path) -> np.ndarray:
-    """The only image series of a TIFF; a file with several is refused (never dropped)."""
-    import tifffile
-
-    with tifffile.TiffFile(p) as tif:
-        series = tif.series
-        if len(series) > 1:
-            shapes = ", ".join(str(tuple(s.shape)) for s in series[:4])
-            raise ValueError(
-                f"{p} holds {len(series)} image series (shapes {shapes}"
-                f"{', ...' if len(series) > 4 else ''}) and this needs one image: save the "
-                "series as separate files (`wgan-denoise denoise` denoises every series)."
-            )
-        return tif.asarray()
+    raise ValueError(
+        f"{p} holds {len(series)} image series (shapes {shapes}"
+        f"{', ...' if len(series) > 4 else ''}) and this needs one image: save the "
+        "series as separate files (`wgan-denoise denoise` denoises every series)."
+    )
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -53,17 +53,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not p.is_file():
         raise FileNotFoundError(f"Input file {p} does not exist.")
     suffix = p.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return _read_tiff(p, all_series=False)[0]
     try:
-        if suffix in TIFF_SUFFIXES:
-            return _one_series(p)
         if suffix in IMAGE_SUFFIXES:
             import skimage.io
 
             return np.asarray(skimage.io.imread(p))
-    except ValueError as exc:
-        if "image series" in str(exc):
-            raise
-        raise ValueError(f"Cannot read image {p}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - report any reader failure with the file name
         raise ValueError(f"Cannot read image {p}: {exc}") from exc
     raise ValueError(
