@@ -373,3 +373,21 @@ def test_models_reports_user_models_it_cannot_list(tiny_gray, _user_models, caps
     out, err = capsys.readouterr()
     assert "fine" in out and "broken" not in out
     assert "not listed: broken" in err and "channels must be 1 (gray) or 3 (RGB)" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--overlap", "-2"], "overlap must be at least 0, got -2"),
+        (["--overlap", "100000"], "overlap=100000 is larger than the image (64x64 pixels)"),
+        (["--tile-size", "0"], "tile_size must be at least 8, got 0"),
+    ],
+)
+def test_denoise_option_errors_are_usage_errors(files, extra, fragment, capsys):
+    from napari_wgan_denoise.cli import main
+
+    args = ["denoise", str(files / "single.tif"), "-o", str(files / "o"), "--model"]
+    assert main([*args, str(files / "base"), "-q", *extra]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (files / "o" / "single.tif").exists()
