@@ -364,3 +364,24 @@ def test_denoise_lazy_checks_options_before_making_the_store(tiny_gray, tmp_path
     with pytest.raises(InvalidSetting, match="overlap must be at least 0"):
         denoise_lazy(np.stack([PLANE] * 2), tiny_gray, out=tmp_path / "o.zarr", overlap=-1)
     assert list(tmp_path.iterdir()) == []  # neither the store nor a .partial one
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "fragment"),
+    [
+        (InvalidSetting("overlap must be at least 0"), 2, "overlap must be at least 0"),
+        (FileExistsError("out.tif already exists"), 2, "out.tif already exists"),
+        (ModelFileError("Model card m.json: config.features"), 3, "m.json"),
+        (FileNotFoundError("Input file a.tif does not exist."), 3, "a.tif does not exist"),
+        (PermissionError(13, "Permission denied", "/data/out"), 1, "Permission denied: /data/out"),
+        (MemoryError("Unable to allocate 149. GiB"), 1, "out of memory (Unable to allocate"),
+        (RuntimeError("boom\nsecond line"), 1, "unexpected RuntimeError: boom second line"),
+        (KeyboardInterrupt(), 130, "KeyboardInterrupt"),
+    ],
+)
+def test_cli_error_statuses_and_one_line_messages(exc, status, fragment):
+    from napari_wgan_denoise.errors import describe_error, exit_status
+
+    assert exit_status(exc) == status
+    text = describe_error(exc)
+    assert fragment in text and "\n" not in text

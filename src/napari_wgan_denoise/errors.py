@@ -41,6 +41,11 @@ def describe_error(exc: BaseException) -> str:
         text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     elif isinstance(exc, MemoryError):
         text = str(exc) or "out of memory"
+        if not text.startswith("Not enough memory"):  # numpy's "Unable to allocate ..."
+            text = (
+                f"out of memory ({text}); use a smaller --tile-size, --overlap or "
+                "--batch-size, process fewer files at once, or choose another --device"
+            )
     else:
         text = str(exc) or type(exc).__name__
     if exit_status(exc) == EXIT_FAILED and not isinstance(exc, (OSError, MemoryError, ImportError)):
