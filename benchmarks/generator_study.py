@@ -97,7 +97,8 @@ def main() -> None:
         print(
             f"{run.name}: {entry['parameters']} weights, it {entry['iteration']} in "
             f"{entry['cpu_time_s'] / 60:.1f} CPU-min, Set12 σ25 {entry['set12_psnr'][25]:.2f} "
-            f"σ50 {entry['set12_psnr'][50]:.2f} dB, {entry['s_per_mp_2_threads']:.2f} s/MP (2 threads)",
+            f"σ50 {entry['set12_psnr'][50]:.2f} dB, "
+            f"{entry['s_per_mp_2_threads']:.2f} s/MP (2 threads)",
             flush=True,
         )
     if args.json:

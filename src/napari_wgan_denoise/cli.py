@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .errors import EXIT_INTERRUPTED, describe_error, exit_status
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models.registry import model_entries
+    from .models.registry import model_entries, unreadable_models
 
+    for name, reason in unreadable_models():  # never hidden: say why it is not listed
+        print(f"wgan-denoise: not listed: {name}: {reason}", file=sys.stderr)
     entries = model_entries()
     if not entries:
         print("No models installed. Train one with `wgan-denoise train` or load a file by path.")
@@ -47,8 +51,9 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
 
     from .inference import denoise
     from .inference.lazy import denoise_lazy, is_zarr_path
-    from .io import read_image, write_tiff
+    from .io import read_image_series, write_tiff
     from .models.registry import load_model
+    from .validation import check_writable
 
     model = load_model(args.model)
     outdir = Path(args.output)
@@ -66,6 +71,7 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
             "Two inputs share a file name stem and would write the same output; "
             "denoise them into different folders."
         )
+    check_writable(outdir)  # before any work, not after it
     from .inference.distributed import run_distributed, wants_distributed
 
     if wants_distributed(args):
@@ -87,11 +93,12 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
             )
             if is_zarr_path(src):  # chunk by chunk, zarr (OME-Zarr) in and out
                 denoise_lazy(src, model, out=dst, overwrite=args.overwrite, **options)
-            else:
-                result = denoise(read_image(src), model, **options)
-                write_tiff(dst, result, overwrite=args.overwrite)
+            else:  # every series of a multi-series TIFF, written as as many series
+                results = [denoise(image, model, **options) for image in read_image_series(src)]
+                write_tiff(dst, results, overwrite=args.overwrite)
         if not args.quiet:
-            print(f"{src} -> {dst}")
+            n = len(results) if not is_zarr_path(src) else 1
+            print(f"{src} -> {dst}" + (f" ({n} image series)" if n > 1 else ""))
     return 0
 
 
@@ -102,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Denoise microscopy images with ID-MSE and ID-MSE-WGAN models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # main() takes it out of argv wherever it is
+        help="show the Python traceback of errors (accepted at any position)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list shipped and user models")
@@ -139,17 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``wgan-denoise``; returns the process exit status."""
+    """Entry point of ``wgan-denoise``; returns the process exit status.
+
+    Expected failures print one line (``--debug`` adds the traceback) and return a status
+    by kind: 2 usage (bad option or setting, an output that exists), 3 bad input (a
+    missing or unusable image, model or data file), 1 could not finish (out of memory,
+    cannot write, a bug), 130 interrupted. See docs/reliability.md.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .interrupt import terminate_as_interrupt
+
     try:
-        return int(args.func(args) or 0)
+        with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print("wgan-denoise: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, FileExistsError, MemoryError, ImportError) as exc:
-        print(f"wgan-denoise: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - one line per failure; --debug shows the rest
+        if debug:
+            traceback.print_exc()
+        print(f"wgan-denoise: error: {describe_error(exc)}", file=sys.stderr)
+        return exit_status(exc)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import Cancelled
 from ..models.model import DEFAULT_NORMALISATION, DenoiseModel
 from ..models.registry import load_model
+from ..validation import check_axes, check_denoise_options
 from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
@@ -90,7 +91,7 @@ def plan_axes(shape: tuple[int, ...], axes: str | None, channels: int) -> AxesPl
         explicit = False
     else:
         explicit = True
-        axes = axes.upper().replace("S", "C")
+        axes = check_axes(axes).upper().replace("S", "C")
         if len(axes) != ndim:
             raise ValueError(
                 f"axes={axes!r} has {len(axes)} letters but the data has {ndim} axes "
@@ -214,6 +215,13 @@ def denoise(
     _check_input(arr)
     plan = plan_axes(arr.shape, axes, dmodel.channels)
     view = arr.transpose(plan.order)
+    check_denoise_options(
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        value_range=value_range,
+        plane=view.shape[plan.n_leading : plan.n_leading + 2],
+    )
     _check_values(view, plan.n_leading)
 
     dev = resolve_device(device)

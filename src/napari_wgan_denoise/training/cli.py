@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import Cancelled
+from ..validation import check_train_settings, load_config_file
 from .perceptual import VGG_ENV
 from .trainer import LOSSES, PERCEPTUAL_LOSSES, TrainConfig, TrainState
 
@@ -155,15 +155,7 @@ def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Merge the YAML config (if any) with the options given on the command line."""
     settings: dict[str, Any] = {}
     if args.config:
-        import yaml
-
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"Config file {path} does not exist.")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"Config file {path} must hold a mapping of option: value.")
-        settings.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        settings.update(load_config_file(args.config))  # clear errors for YAML mistakes
     cli = {
         k: v
         for k, v in vars(args).items()
@@ -178,17 +170,47 @@ def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
             settings[key] = parse_kv(settings[key])
     if isinstance(settings.get("critic_clip"), str):
         settings["critic_clip"] = [float(v) for v in settings["critic_clip"].split(",")]
-    return settings
+    return check_train_settings(settings, source=args.config)  # names key and expected type
+
+
+def _keep_interrupted(trainer: Any, output: str, card: dict[str, Any], started_at: int) -> int:
+    """After SIGINT/SIGTERM: save the weights so far as the model (the trainer has just
+    written its resumable checkpoint), say where and how to continue; exit status 130."""
+    from ..errors import EXIT_INTERRUPTED
+    from ..interrupt import finish_interrupted_training
+    from ..models.model import model_paths, save_model
+
+    weights, _ = model_paths(output)
+    checkpoint = trainer.checkpoint_dir / "last"
+    if trainer.iteration == started_at:
+        print("wgan-denoise: stopped before training started; nothing saved.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    model = finish_interrupted_training(trainer)
+    model.card.update(card)
+    save_model(model, output)
+    print(
+        f"wgan-denoise: stopped at iteration {trainer.iteration}/{trainer.config.iterations}; "
+        f"saved the model so far to {weights} and a checkpoint to {checkpoint}. "
+        f"To continue, run the same command with --resume {checkpoint} --overwrite.",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
 
 
 class _CpuBudget:
-    """A cancel flag that is set once a trainer has used ``minutes`` of CPU time."""
+    """A cancel flag that is set by ``other`` (e.g. Ctrl-C) or once a trainer has used
+    ``minutes`` of CPU time in all."""
 
-    def __init__(self, trainer: Any, minutes: float | None) -> None:
-        self.trainer, self.seconds = trainer, None if minutes is None else 60.0 * minutes
+    def __init__(self, trainer: Any, minutes: float | None, other: Any = None) -> None:
+        self.trainer, self.other = trainer, other
+        self.seconds = None if minutes is None else 60.0 * minutes
+
+    def reached(self) -> bool:
+        """Whether the CPU budget (not another flag) is what stops the run."""
+        return self.seconds is not None and self.trainer.cpu_time >= self.seconds
 
     def is_set(self) -> bool:
-        return self.seconds is not None and self.trainer.cpu_time >= self.seconds
+        return bool(self.other is not None and self.other.is_set()) or self.reached()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -196,15 +218,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.recipes import build_source
+    from ..errors import Cancelled
+    from ..interrupt import GracefulStop
     from ..models.model import model_paths, save_model
+    from ..validation import check_model_output, check_writable
 
     settings = gather_settings(args)
     output = settings.pop("output", None)
     if not output:
         raise ValueError("No output path: pass -o OUT_PATH (or 'output:' in --config).")
     weights, card_path = model_paths(output)
-    if (weights.exists() or card_path.exists()) and not args.overwrite:
-        raise FileExistsError(f"{weights} already exists; pass --overwrite or choose another -o.")
+    check_model_output(output, overwrite=args.overwrite)  # both files, and writable
     data = {k: settings.pop(k) for k in DATA_KEYS if k in settings}
     card = {k: settings.pop(k) for k in CARD_KEYS if k in settings}
     checkpoint_dir = (
@@ -212,6 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     resume = settings.pop("resume", None)
     warm = settings.pop("warm_start", None)
+    check_writable(checkpoint_dir, "the checkpoint folder")
     config = TrainConfig.from_dict(settings)
     config.validate()
     if config.loss in PERCEPTUAL_LOSSES and not config.vgg_random_init:
@@ -239,6 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer.resume(resume)
     elif warm:
         trainer.warm_start(warm)
+    started_at = trainer.iteration
     log_path = Path(checkpoint_dir) / "log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(
@@ -268,17 +294,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(post, refresh=False)
 
         budget = getattr(args, "cpu_budget", None)
-        try:
-            model = trainer.run(progress=progress, cancel=_CpuBudget(trainer, budget))
-        except Cancelled as exc:
-            if budget is None:
-                raise
-            print(f"CPU budget of {budget:g} min reached. {exc}", file=sys.stderr)
-            return 0
-        finally:
-            bar.close()
-    model.card.update(card)
-    save_model(model, output)
+        with GracefulStop("saving the model so far") as stop:
+            limit = _CpuBudget(trainer, budget, stop.event)
+            try:
+                model = trainer.run(progress=progress, cancel=limit)
+            except Cancelled as exc:
+                if limit.reached():
+                    print(f"CPU budget of {budget:g} min reached. {exc}", file=sys.stderr)
+                    return 0
+                model = None
+            finally:
+                bar.close()
+            if model is None:
+                return _keep_interrupted(trainer, output, card, started_at)
+            model.card.update(card)
+            save_model(model, output)
     if not args.quiet:
         m = model.card.get("metrics", {})
         val, inp = m.get("val_psnr", float("nan")), m.get("val_input_psnr", float("nan"))

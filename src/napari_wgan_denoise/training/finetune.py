@@ -17,6 +17,12 @@ from ..inference.denoise import as_model, plan_axes
 from ..inference.normalise import intensity_range, to_network
 from ..models.model import DenoiseModel
 from ..models.registry import save_user_model
+from ..validation import (
+    check_finetune_base,
+    check_model_name,
+    check_n2n_stack,
+    check_training_length,
+)
 from .trainer import TrainConfig, Trainer, run_whole
 
 MODES = ("paired", "two-stage", "n2n")
@@ -219,6 +225,7 @@ def finetune(
     preview_every: int = 200,
     name: str | None = None,
     save: bool = True,
+    overwrite: bool = False,
     progress: Callable[[dict[str, Any]], Any] | None = None,
     cancel: Any | None = None,
 ) -> DenoiseModel:
@@ -245,15 +252,29 @@ def finetune(
     ``cancel`` or ``time_budget`` stops early and returns the best so far.
     ``progress(info)`` receives iteration, loss, validation metric and, every
     ``preview_every`` iterations when ``preview`` (a plane) is given, the denoised preview.
+    With ``save``, an existing user model ``name`` is replaced only with ``overwrite``
+    (checked before training, like the other arguments).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+    check_training_length(
+        iterations,
+        stages=stages,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        time_budget=time_budget,
+        val_every=val_every,
+    )
+    if save and name is not None:
+        check_model_name(name, overwrite=overwrite)
     base_model = as_model(base)
+    check_finetune_base(base_model)
     model = DenoiseModel(
         network=copy.deepcopy(base_model.network).cpu(), card=copy.deepcopy(base_model.card)
     )
     noisy_arr = np.asarray(noisy)
     if mode == "n2n":
+        check_n2n_stack(noisy_arr.shape, axis, base_model.channels)
         if axis is None:
             raise ValueError("Noise2Noise needs the axis of repeated acquisitions (axis=...).")
         if not -noisy_arr.ndim <= axis < noisy_arr.ndim:
@@ -501,6 +522,20 @@ def finetune(
             info["preview"] = run_network(pv)
         if progress is not None:
             progress(info)
+    if (
+        stopped
+        and trainer.iteration > best["iteration"]
+        and history[-1]["iteration"] < trainer.iteration
+    ):
+        _, value = validate_now()  # stopped between validations: score the last weights too
+        history.append({"iteration": trainer.iteration, metric_name: value})
+        better = value > best["value"] if higher_better else value < best["value"]
+        if metric_name == "val_mse_to_surrogate" or better:
+            best = {
+                "value": value,
+                "iteration": trainer.iteration,
+                "state": trainer.generator.state_dict(),
+            }
     trainer.generator.load_state_dict(best["state"])
     trainer.generator.eval()
     model.network = trainer.generator.cpu()
@@ -528,5 +563,5 @@ def finetune(
         metrics={"validation_metric": metric_name, "before": before, "after": best["value"]},
     )
     if save:
-        save_user_model(model, model.card["name"], overwrite=name is not None)
+        save_user_model(model, model.card["name"], overwrite=overwrite)
     return model

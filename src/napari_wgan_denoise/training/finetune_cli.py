@@ -61,17 +61,22 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    """Run ``wgan-denoise finetune``."""
+    """Run ``wgan-denoise finetune``; Ctrl-C or SIGTERM keeps the best weights so far."""
     from tqdm import tqdm
 
+    from ..errors import EXIT_INTERRUPTED
+    from ..interrupt import GracefulStop
     from ..models.model import model_paths, save_model
     from ..models.registry import load_model, save_user_model
+    from ..validation import check_finetune_base, check_model_name, check_model_output
     from .finetune import finetune
 
     weights, _ = model_paths(args.output)
-    if weights.exists() and not args.overwrite:
-        raise FileExistsError(f"{weights} already exists; pass --overwrite or choose another -o.")
+    check_model_output(args.output, overwrite=args.overwrite)  # both files, and writable
+    if args.name:
+        check_model_name(args.name, overwrite=args.overwrite)
     base = load_model(args.model)
+    check_finetune_base(base)
     noisy = read_stack(args.noisy)
     clean = read_stack(args.clean) if args.clean else None
     bar = tqdm(
@@ -88,33 +93,51 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if metric in info:
             bar.set_postfix({metric: f"{info[metric]:.4g}"}, refresh=False)
 
-    try:
-        model = finetune(
-            base,
-            noisy,
-            mode=args.mode,
-            clean=clean,
-            references=args.references,
-            axis=args.axis,
-            iterations=args.iterations,
-            time_budget=args.time_budget,
-            patch_size=args.patch_size,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            adversarial_weight=args.adversarial_weight,
-            stages=args.stages,
-            device=args.device,
-            seed=args.seed,
-            name=args.name or weights.stem,
-            save=False,
-            progress=progress,
+    with GracefulStop("saving the best weights so far") as stop:
+        try:
+            model = finetune(
+                base,
+                noisy,
+                mode=args.mode,
+                clean=clean,
+                references=args.references,
+                axis=args.axis,
+                iterations=args.iterations,
+                time_budget=args.time_budget,
+                patch_size=args.patch_size,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                adversarial_weight=args.adversarial_weight,
+                stages=args.stages,
+                device=args.device,
+                seed=args.seed,
+                name=args.name or weights.stem,
+                save=False,
+                progress=progress,
+                cancel=stop.event,
+            )
+        finally:
+            bar.close()
+        ft = model.card["finetune"]
+        interrupted = stop.stopped and ft["stopped"] == "cancelled"
+        if interrupted and not ft["iterations_run"]:
+            print(
+                "wgan-denoise: stopped before the first iteration; nothing saved.", file=sys.stderr
+            )
+            return EXIT_INTERRUPTED
+        save_model(model, args.output)
+        if args.name:
+            save_user_model(model, args.name, overwrite=args.overwrite)
+    m = model.card["metrics"]
+    where = f"{weights}" + (f" and as user model {args.name!r}" if args.name else "")
+    if interrupted:
+        print(
+            f"wgan-denoise: stopped at iteration {ft['iterations_run']}/{ft['iterations_asked']}"
+            f"; saved the best weights so far (iteration {ft['best_iteration']}, "
+            f"{m['validation_metric']} {m['before']:.4g} -> {m['after']:.4g}) to {where}.",
+            file=sys.stderr,
         )
-    finally:
-        bar.close()
-    save_model(model, args.output)
-    if args.name:
-        save_user_model(model, args.name, overwrite=args.overwrite)
+        return EXIT_INTERRUPTED
     if not args.quiet:
-        m = model.card["metrics"]
-        print(f"saved {weights}: {m['validation_metric']} {m['before']:.4g} -> {m['after']:.4g}")
+        print(f"saved {where}: {m['validation_metric']} {m['before']:.4g} -> {m['after']:.4g}")
     return 0

@@ -19,6 +19,7 @@ from ..inference.devices import PRECISIONS, resolve_device, use_bf16
 from ..metrics import psnr
 from ..models.architectures import build_critic
 from ..models.model import DenoiseModel, create_model, save_model
+from ..validation import coerce_settings
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import critic_scores, gradient_penalty, patch_mse
 from .perceptual import PerceptualLoss
@@ -130,7 +131,7 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"Unknown training setting(s) {unknown}; valid: {sorted(names)}.")
-        values = dict(values)
+        values = coerce_settings(values, cls)  # typed; a wrong type names key and type
         for key in ("betas", "critic_clip"):
             if values.get(key) is not None:
                 values[key] = tuple(float(v) for v in values[key])
