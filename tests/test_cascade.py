@@ -434,7 +434,7 @@ def test_cli_trains_lists_and_restores(tmp_path, capsys):
                 "-q",
             ]
         )
-        == 2
+        == 3  # bad input
     )
     assert "mask has shape" in capsys.readouterr().err
     # a denoising model is refused for restore, a cascade for denoise
@@ -450,7 +450,7 @@ def test_cli_trains_lists_and_restores(tmp_path, capsys):
                 "-q",
             ]
         )
-        == 2
+        == 3  # bad input
     )
     assert "hole mask" in capsys.readouterr().err
 

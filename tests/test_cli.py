@@ -12,6 +12,7 @@ import tifffile
 
 from napari_wgan_denoise import load_model, save_model, save_user_model
 from napari_wgan_denoise.cli import main
+from napari_wgan_denoise.errors import EXIT_BAD_INPUT
 
 
 def test_models_lists_user_models(tiny_gray, capsys):
@@ -66,7 +67,7 @@ def test_denoise_errors_are_clear(tiny_gray, tmp_path, capsys):
                 str(tmp_path / "m"),
             ]
         )
-        == 2
+        == EXIT_BAD_INPUT  # 3: bad input (2 is for usage errors)
     )
     assert "does not exist" in capsys.readouterr().err
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((20, 20, 3), np.uint8))
@@ -81,7 +82,7 @@ def test_denoise_errors_are_clear(tiny_gray, tmp_path, capsys):
                 str(tmp_path / "m"),
             ]
         )
-        == 2
+        == EXIT_BAD_INPUT  # 3: bad input (2 is for usage errors)
     )
     assert "single-channel" in capsys.readouterr().err
     assert not (tmp_path / "o" / "rgb.tif").exists()
@@ -96,7 +97,7 @@ def test_denoise_errors_are_clear(tiny_gray, tmp_path, capsys):
                 "no-such-model",
             ]
         )
-        == 2
+        == EXIT_BAD_INPUT  # 3: bad input (2 is for usage errors)
     )
     assert "No model named" in capsys.readouterr().err
 

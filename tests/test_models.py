@@ -25,6 +25,7 @@ SMALL = {
     "unet": {"features": 8},
     "resunet": {"features": 8, "depth": 2},
     "cascade": {"inpaint_features": 4, "inpaint_blocks": 1, "restore_features": 8},
+    "shuffle": {"features": 8, "depth": 3},
 }
 
 

@@ -313,7 +313,7 @@ def _cli(tmp_path, clean_dir, *extra):
 
 def test_cli_without_weights_explains(tmp_path, clean_dir, capsys):
     argv = _cli(tmp_path, clean_dir, "--architecture", "resunet", "--loss", "wgan-vgg")
-    assert main(argv) == 2
+    assert main(argv) == 3  # bad input: a missing file (2 is for usage errors)
     err = capsys.readouterr().err
     assert "vgg16-397923af.pth" in err and VGG_ENV in err and "--vgg-weights" in err
     assert "Traceback" not in err

@@ -260,7 +260,7 @@ def test_train_cli_empty_folder(tmp_path, capsys):
                 "-q",
             ]
         )
-        == 2
+        == 3  # bad input: no images
     )
     assert "empty" in capsys.readouterr().err.lower() or "no " in capsys.readouterr().err.lower()
 

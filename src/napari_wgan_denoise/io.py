@@ -13,17 +13,51 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
 
 
+def read_image_series(path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """Every image series of a TIFF (e.g. the images of a multi-image OME-TIFF, or pages
+    of different shapes), in file order; a one-element list for other files."""
+    p = Path(path)
+    if p.suffix.lower() not in TIFF_SUFFIXES:
+        return [read_image(p)]
+    return _read_tiff(p, all_series=True)
+
+
+def _read_tiff(p: Path, *, all_series: bool) -> list[np.ndarray]:
+    """The series of a TIFF as arrays; without ``all_series`` a file with several series
+    is refused, naming the count (never read as its first series only)."""
+    import tifffile
+
+    if not p.is_file():
+        raise FileNotFoundError(f"Input file {p} does not exist.")
+    try:
+        with tifffile.TiffFile(p) as tif:
+            series = list(tif.series)
+            if all_series:
+                return [s.asarray() for s in series]
+            if len(series) <= 1:
+                return [tif.asarray()]
+            shapes = ", ".join(str(tuple(s.shape)) for s in series[:4])
+    except Exception as exc:  # noqa: BLE001 - report any reader failure with the file name
+        raise ValueError(f"Cannot read image {p}: {exc}") from exc
+    raise ValueError(
+        f"{p} holds {len(series)} image series (shapes {shapes}"
+        f"{', ...' if len(series) > 4 else ''}) and this needs one image: save the "
+        "series as separate files (`wgan-denoise denoise` denoises every series)."
+    )
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a TIFF (with tifffile) or a PNG/JPEG/BMP (with scikit-image) into an array."""
+    """Read a TIFF (with tifffile) or a PNG/JPEG/BMP (with scikit-image) into an array.
+
+    A TIFF with several image series is refused with a ValueError naming the count
+    (see :func:`read_image_series`), so no series is ever silently left out."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"Input file {p} does not exist.")
     suffix = p.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return _read_tiff(p, all_series=False)[0]
     try:
-        if suffix in TIFF_SUFFIXES:
-            import tifffile
-
-            return tifffile.imread(p)
         if suffix in IMAGE_SUFFIXES:
             import skimage.io
 
@@ -88,9 +122,14 @@ def files_by_stem(paths: list[Path], role: str) -> dict[str, Path]:
     return out
 
 
-def write_tiff(path: str | os.PathLike[str], data: np.ndarray, *, overwrite: bool = False) -> Path:
+def write_tiff(
+    path: str | os.PathLike[str],
+    data: np.ndarray | list[np.ndarray],
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Write ``data`` as TIFF with its own dtype, atomically; refuse to replace an existing
-    file unless ``overwrite``."""
+    file unless ``overwrite``. A list of arrays is written as that many image series."""
     import tifffile
 
     p = Path(path)
@@ -98,9 +137,20 @@ def write_tiff(path: str | os.PathLike[str], data: np.ndarray, *, overwrite: boo
         raise FileExistsError(f"{p} already exists; pass --overwrite to replace it.")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.partial")
-    rgb = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.dtype == np.uint8
+    arrays = list(data) if isinstance(data, (list, tuple)) else [data]
+
+    def photometric(array: np.ndarray) -> str:
+        rgb = array.ndim >= 3 and array.shape[-1] in (3, 4) and array.dtype == np.uint8
+        return "rgb" if rgb else "minisblack"
+
     try:
-        tifffile.imwrite(tmp, data, photometric="rgb" if rgb else "minisblack")
+        if len(arrays) == 1:
+            tifffile.imwrite(tmp, arrays[0], photometric=photometric(arrays[0]))
+        else:
+            big = sum(a.nbytes for a in arrays) > 2**32 - 2**25
+            with tifffile.TiffWriter(tmp, bigtiff=big) as tw:
+                for array in arrays:
+                    tw.write(array, photometric=photometric(array))
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)

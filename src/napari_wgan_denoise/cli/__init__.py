@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .._version import __version__
+from ..errors import EXIT_INTERRUPTED, describe_error, exit_status
 
 __all__ = ["build_parser", "main"]
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ..models.registry import model_entries
+    from ..models.registry import model_entries, unreadable_models
 
+    for name, reason in unreadable_models():  # never hidden: say why it is not listed
+        print(f"wgan-denoise: not listed: {name}: {reason}", file=sys.stderr)
     entries = model_entries()
     if not entries:
         print("No models installed. Train one with `wgan-denoise train` or load a file by path.")
@@ -50,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Denoise microscopy images with ID-MSE and ID-MSE-WGAN models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # main() takes it out of argv wherever it is
+        help="show the Python traceback of errors (accepted at any position)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list shipped and user models")
@@ -60,14 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``wgan-denoise``; returns the process exit status."""
+    """Entry point of ``wgan-denoise``; returns the process exit status.
+
+    Expected failures print one line (``--debug`` adds the traceback) and return a status
+    by kind: 2 usage (bad option or setting, an output that exists), 3 bad input (a
+    missing or unusable image, model or data file), 1 could not finish (out of memory,
+    cannot write, a bug), 130 interrupted. See docs/reliability.md.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..interrupt import terminate_as_interrupt
+
     try:
-        return int(args.func(args) or 0)
+        with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print("wgan-denoise: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, FileExistsError, MemoryError, ImportError) as exc:
-        print(f"wgan-denoise: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - one line per failure; --debug shows the rest
+        if debug:
+            traceback.print_exc()
+        print(f"wgan-denoise: error: {describe_error(exc)}", file=sys.stderr)
+        return exit_status(exc)

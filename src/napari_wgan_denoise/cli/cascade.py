@@ -30,13 +30,11 @@ def _image_files(items: list[str], role: str) -> list[Path]:
 
 def _config(args: argparse.Namespace) -> Any:
     from ..training.cascade import CascadeTrainConfig
+    from ..validation import check_cascade_settings, load_config_file
 
     values: dict[str, Any] = {}
     if args.config:
-        import yaml
-
-        text = Path(args.config).read_text()
-        values = dict(yaml.safe_load(text) or {})
+        values = load_config_file(args.config)  # clear errors for YAML mistakes
     for key in (
         "inpaint_mse_iterations",
         "inpaint_adv_iterations",
@@ -63,23 +61,28 @@ def _config(args: argparse.Namespace) -> Any:
         if getattr(args, key) is not None:
             arch[key] = getattr(args, key)
     values["arch_config"] = arch
-    return CascadeTrainConfig.from_dict(values)
+    return CascadeTrainConfig.from_dict(check_cascade_settings(values, source=args.config))
 
 
 def _cmd_cascade_train(args: argparse.Namespace) -> int:
     from ..data.degrade import CleanPatchPool, image_planes
+    from ..errors import EXIT_INTERRUPTED, Cancelled, InvalidSetting
+    from ..interrupt import GracefulStop
     from ..io import read_image
     from ..models.model import save_model
     from ..models.registry import save_user_model
     from ..training.cascade import train_cascade
+    from ..validation import check_model_name, check_model_output
 
     config = _config(args)
     config.validate()
     out = Path(args.output) if args.output else None
     if out is None and not args.name:
-        raise ValueError("Give -o OUT_PATH, --name NAME (a user model), or both.")
-    if out is not None and out.with_suffix(".safetensors").exists() and not args.overwrite:
-        raise FileExistsError(f"{out}.safetensors already exists; pass --overwrite to replace it.")
+        raise InvalidSetting("Give -o OUT_PATH, --name NAME (a user model), or both.")
+    if out is not None:
+        check_model_output(out, overwrite=args.overwrite)  # both files, and writable
+    if args.name:
+        check_model_name(args.name, overwrite=args.overwrite)
     pool = CleanPatchPool.from_paths(_image_files(args.clean, "clean"))
     val = []
     for path in _image_files(args.val or [], "validation"):
@@ -96,17 +99,44 @@ def _cmd_cascade_train(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    model = train_cascade(config, pool, val, progress=progress)
-    if args.modality:
-        model.card["modality"] = args.modality
-    if out is not None:
-        model.card.setdefault("name", None)
-        model.card["name"] = model.card["name"] or out.name
-        path = save_model(model, out)
-        print(f"saved {path}")
-    if args.name:
-        path = save_user_model(model, args.name, overwrite=args.overwrite)
-        print(f"registered user model {args.name} ({path})")
+    with GracefulStop("saving the best (or last) weights so far") as stop:
+        try:
+            model = train_cascade(config, pool, val, progress=progress, cancel=stop.event)
+            interrupted = False
+        except Cancelled as exc:
+            model, interrupted = exc.model, True  # type: ignore[attr-defined]
+            done = model.card["training"]["iterations"]
+            if not done:
+                print(
+                    "wgan-denoise: stopped before the first iteration; nothing saved.",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+            model.card["training"]["stopped"] = "interrupted"
+        if args.modality:
+            model.card["modality"] = args.modality
+        saved = []
+        if out is not None:
+            model.card.setdefault("name", None)
+            model.card["name"] = model.card["name"] or out.name
+            path = save_model(model, out)
+            saved.append(str(path))
+            if not interrupted:
+                print(f"saved {path}")
+        if args.name:
+            path = save_user_model(model, args.name, overwrite=args.overwrite)
+            saved.append(f"user model {args.name!r} ({path})")
+            if not interrupted:
+                print(f"registered user model {args.name} ({path})")
+    if interrupted:
+        best = model.card.get("metrics", {}).get("best_iteration")
+        kept = f"the best weights (iteration {best})" if best else "the weights so far"
+        print(
+            f"wgan-denoise: stopped at iteration {done}/{config.total_iterations()}; saved "
+            f"{kept} to {' and '.join(saved)}.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -116,9 +146,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from ..inference.restore import restore
     from ..io import read_image, write_tiff
     from ..models.registry import load_model
+    from ..validation import check_writable
 
     model = load_model(args.model)
     outdir = Path(args.output)
+    check_writable(outdir)  # before any work, not after it
     mask = read_image(args.mask) if args.mask else None
     for src in (Path(p) for p in args.inputs):
         if not src.is_file():

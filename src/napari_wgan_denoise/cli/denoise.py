@@ -62,6 +62,9 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     targets = [output_path(p, outdir) for p in inputs]
     check_targets(inputs, targets, args.overwrite, hint="pass --overwrite")
+    from ..validation import check_writable
+
+    check_writable(outdir)  # before any work, not after it
     options = {
         "axes": args.axes,
         "tile_size": args.tile_size,
@@ -72,7 +75,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         return _on_cluster(args, model.path, inputs, outdir, options)
     from ..inference import denoise
     from ..inference.lazy import denoise_lazy, is_zarr_path
-    from ..io import read_image, write_tiff
+    from ..io import read_image_series, write_tiff
 
     for src, dst in zip(inputs, targets):
         with progress_bar(desc=src.name, quiet=args.quiet) as bar:
@@ -80,11 +83,15 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                 denoise_lazy(
                     src, model, out=dst, overwrite=args.overwrite, progress=counting(bar), **options
                 )
-            else:
-                result = denoise(read_image(src), model, progress=counting(bar), **options)
-                write_tiff(dst, result, overwrite=args.overwrite)
+            else:  # every series of a multi-series TIFF, written as as many series
+                results = [
+                    denoise(image, model, progress=counting(bar), **options)
+                    for image in read_image_series(src)
+                ]
+                write_tiff(dst, results, overwrite=args.overwrite)
         if not args.quiet:
-            print(f"{src} -> {dst}")
+            n = 1 if is_zarr_path(src) else len(results)
+            print(f"{src} -> {dst}" + (f" ({n} image series)" if n > 1 else ""))
     return 0
 
 

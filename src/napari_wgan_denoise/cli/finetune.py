@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +62,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    """Run ``wgan-denoise finetune``."""
+    """Run ``wgan-denoise finetune``; Ctrl-C or SIGTERM keeps the best weights so far."""
+    from ..errors import EXIT_INTERRUPTED
+    from ..interrupt import GracefulStop
     from ..models.model import model_paths, save_model
     from ..models.registry import load_model, save_user_model
     from ..training.finetune import FinetuneConfig, FinetuneData, run_finetune
+    from ..validation import check_finetune_base, check_model_name, check_model_output
 
     weights, _ = model_paths(args.output)
-    if weights.exists() and not args.overwrite:
-        raise FileExistsError(f"{weights} already exists; pass --overwrite or choose another -o.")
+    check_model_output(args.output, overwrite=args.overwrite)  # both files, and writable
+    if args.name:
+        check_model_name(args.name, overwrite=args.overwrite)
     base = load_model(args.model)
+    check_finetune_base(base)
     noisy = read_stack(args.noisy)
     clean = read_stack(args.clean) if args.clean else None
     bar = progress_bar(
@@ -82,30 +88,47 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if metric in info:
             bar.set_postfix({metric: f"{info[metric]:.4g}"}, refresh=False)
 
-    try:
-        config = FinetuneConfig(
-            mode=args.mode,
-            axis=args.axis,
-            iterations=args.iterations,
-            time_budget=args.time_budget,
-            patch_size=args.patch_size,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            adversarial_weight=args.adversarial_weight,
-            stages=args.stages,
-            device=args.device,
-            seed=args.seed,
-            name=args.name or weights.stem,
-            save=False,
+    with GracefulStop("saving the best weights so far") as stop:
+        try:
+            config = FinetuneConfig(
+                mode=args.mode,
+                axis=args.axis,
+                iterations=args.iterations,
+                time_budget=args.time_budget,
+                patch_size=args.patch_size,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                adversarial_weight=args.adversarial_weight,
+                stages=args.stages,
+                device=args.device,
+                seed=args.seed,
+                name=args.name or weights.stem,
+                save=False,
+            )
+            data = FinetuneData(noisy, clean=clean, references=args.references)
+            model = run_finetune(base, data, config, progress=progress, cancel=stop.event)
+        finally:
+            bar.close()
+        ft = model.card["finetune"]
+        interrupted = stop.stopped and ft["stopped"] == "cancelled"
+        if interrupted and not ft["iterations_run"]:
+            print(
+                "wgan-denoise: stopped before the first iteration; nothing saved.", file=sys.stderr
+            )
+            return EXIT_INTERRUPTED
+        save_model(model, args.output)
+        if args.name:
+            save_user_model(model, args.name, overwrite=args.overwrite)
+    m = model.card["metrics"]
+    where = f"{weights}" + (f" and as user model {args.name!r}" if args.name else "")
+    if interrupted:
+        print(
+            f"wgan-denoise: stopped at iteration {ft['iterations_run']}/{ft['iterations_asked']}"
+            f"; saved the best weights so far (iteration {ft['best_iteration']}, "
+            f"{m['validation_metric']} {m['before']:.4g} -> {m['after']:.4g}) to {where}.",
+            file=sys.stderr,
         )
-        data = FinetuneData(noisy, clean=clean, references=args.references)
-        model = run_finetune(base, data, config, progress=progress)
-    finally:
-        bar.close()
-    save_model(model, args.output)
-    if args.name:
-        save_user_model(model, args.name, overwrite=args.overwrite)
+        return EXIT_INTERRUPTED
     if not args.quiet:
-        m = model.card["metrics"]
-        print(f"saved {weights}: {m['validation_metric']} {m['before']:.4g} -> {m['after']:.4g}")
+        print(f"saved {where}: {m['validation_metric']} {m['before']:.4g} -> {m['after']:.4g}")
     return 0

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..training.perceptual import VGG_ENV
 from ..training.trainer import LOSSES, PERCEPTUAL_LOSSES, TrainConfig, TrainState
+from ..validation import check_train_settings, load_config_file
 from ._progress import advance_to, progress_bar
 
-DATA_KEYS = ("clean", "noisy", "fmd", "noise", "val_fraction", "val_names", "channels", "mix")
+DATA_KEYS = (
+    "clean",
+    "noisy",
+    "fmd",
+    "noise",
+    "val_fraction",
+    "val_names",
+    "channels",
+    "mix",
+    "sources",
+    "balance",
+    "colour_jitter",
+)
 CARD_KEYS = ("modality", "description")
 PATH_KEYS = ("clean", "noisy", "fmd")
 
@@ -114,7 +128,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--val-every", type=int)
     p.add_argument("--resume", help="checkpoint to continue from (e.g. OUT-checkpoints/last)")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument(
+        "--warm-start",
+        metavar="CHECKPOINT",
+        help="start from another run's checkpoint (generator, its optimiser, data RNG and "
+        "iteration; fresh critic): the WGAN twin after MSE pre-training",
+    )
+    p.add_argument(
+        "--cpu-budget",
+        type=float,
+        metavar="MINUTES",
+        help="stop (with a checkpoint, no model file) once the run has used this much CPU "
+        "time in all; resume later with --resume",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )
+    p.add_argument("--no-amp", action="store_true", help="fp32 only (no bf16/fp16 autocast)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output model")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -124,19 +156,12 @@ def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Merge the YAML config (if any) with the options given on the command line."""
     settings: dict[str, Any] = {}
     if args.config:
-        import yaml
-
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"Config file {path} does not exist.")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"Config file {path} must hold a mapping of option: value.")
-        settings.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        settings.update(load_config_file(args.config))  # clear errors for YAML mistakes
     cli = {
         k: v
         for k, v in vars(args).items()
-        if v is not None and k not in ("func", "command", "config", "no_amp", "overwrite", "quiet")
+        if v is not None
+        and k not in ("func", "command", "config", "no_amp", "overwrite", "quiet", "cpu_budget")
     }
     settings.update(cli)
     if args.no_amp:
@@ -146,34 +171,78 @@ def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
             settings[key] = parse_kv(settings[key])
     if isinstance(settings.get("critic_clip"), str):
         settings["critic_clip"] = [float(v) for v in settings["critic_clip"].split(",")]
-    return settings
+    return check_train_settings(settings, source=args.config)  # names key and expected type
+
+
+def _keep_interrupted(trainer: Any, output: str, card: dict[str, Any], started_at: int) -> int:
+    """After SIGINT/SIGTERM: save the weights so far as the model (the trainer has just
+    written its resumable checkpoint), say where and how to continue; exit status 130."""
+    from ..errors import EXIT_INTERRUPTED
+    from ..interrupt import finish_interrupted_training
+    from ..models.model import model_paths, save_model
+
+    weights, _ = model_paths(output)
+    checkpoint = trainer.checkpoint_dir / "last"
+    if trainer.iteration == started_at:
+        print("wgan-denoise: stopped before training started; nothing saved.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    model = finish_interrupted_training(trainer)
+    model.card.update(card)
+    save_model(model, output)
+    print(
+        f"wgan-denoise: stopped at iteration {trainer.iteration}/{trainer.config.iterations}; "
+        f"saved the model so far to {weights} and a checkpoint to {checkpoint}. "
+        f"To continue, run the same command with --resume {checkpoint} --overwrite.",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+
+
+class _CpuBudget:
+    """A cancel flag that is set by ``other`` (e.g. Ctrl-C) or once a trainer has used
+    ``minutes`` of CPU time in all."""
+
+    def __init__(self, trainer: Any, minutes: float | None, other: Any = None) -> None:
+        self.trainer, self.other = trainer, other
+        self.seconds = None if minutes is None else 60.0 * minutes
+
+    def reached(self) -> bool:
+        """Whether the CPU budget (not another flag) is what stops the run."""
+        return self.seconds is not None and self.trainer.cpu_time >= self.seconds
+
+    def is_set(self) -> bool:
+        return bool(self.other is not None and self.other.is_set()) or self.reached()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``wgan-denoise train``."""
-    from ..data.datasets import make_source
+    from ..data.recipes import build_source
+    from ..errors import Cancelled
+    from ..interrupt import GracefulStop
     from ..models.model import model_paths, save_model
+    from ..validation import check_model_output, check_writable
 
     settings = gather_settings(args)
     output = settings.pop("output", None)
     if not output:
         raise ValueError("No output path: pass -o OUT_PATH (or 'output:' in --config).")
     weights, card_path = model_paths(output)
-    if (weights.exists() or card_path.exists()) and not args.overwrite:
-        raise FileExistsError(f"{weights} already exists; pass --overwrite or choose another -o.")
+    check_model_output(output, overwrite=args.overwrite)  # both files, and writable
     data = {k: settings.pop(k) for k in DATA_KEYS if k in settings}
     card = {k: settings.pop(k) for k in CARD_KEYS if k in settings}
     checkpoint_dir = (
         settings.pop("checkpoint_dir", None) or f"{weights.with_suffix('')}-checkpoints"
     )
     resume = settings.pop("resume", None)
+    warm = settings.pop("warm_start", None)
+    check_writable(checkpoint_dir, "the checkpoint folder")
     config = TrainConfig.from_dict(settings)
     config.validate()
     if config.loss in PERCEPTUAL_LOSSES and not config.vgg_random_init:
         from ..training.perceptual import resolve_vgg_weights
 
         resolve_vgg_weights(config.vgg_weights, config.vgg_arch)  # fail before loading data
-    if not any(data.get(k) for k in PATH_KEYS):
+    if not data.get("sources") and not any(data.get(k) for k in PATH_KEYS):
         raise ValueError(
             "No training data: give --clean DIR with --noise, --noisy DIR with "
             "--clean DIR, or --fmd DIR."
@@ -185,13 +254,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         and not data.get("noise")
     ):
         raise ValueError("--clean alone needs --noise (e.g. gaussian:25) to make noisy inputs.")
-    source = make_source(**data, seed=config.seed)
+    source = build_source(data, seed=config.seed)
 
     from ..training.trainer import Trainer
 
     trainer = Trainer(config, source, checkpoint_dir=checkpoint_dir)
     if resume:
         trainer.resume(resume)
+    elif warm:
+        trainer.warm_start(warm)
+    started_at = trainer.iteration
     log_path = Path(checkpoint_dir) / "log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     bar = progress_bar(
@@ -215,12 +287,22 @@ def cmd_train(args: argparse.Namespace) -> int:
                 log.write(json.dumps(_clean(vars(st))) + "\n")
             bar.set_postfix(post, refresh=False)
 
-        try:
-            model = trainer.run(progress=progress)
-        finally:
-            bar.close()
-    model.card.update(card)
-    save_model(model, output)
+        budget = getattr(args, "cpu_budget", None)
+        with GracefulStop("saving the model so far") as stop:
+            limit = _CpuBudget(trainer, budget, stop.event)
+            try:
+                model = trainer.run(progress=progress, cancel=limit)
+            except Cancelled as exc:
+                if limit.reached():
+                    print(f"CPU budget of {budget:g} min reached. {exc}", file=sys.stderr)
+                    return 0
+                model = None
+            finally:
+                bar.close()
+            if model is None:
+                return _keep_interrupted(trainer, output, card, started_at)
+            model.card.update(card)
+            save_model(model, output)
     if not args.quiet:
         m = model.card.get("metrics", {})
         val, inp = m.get("val_psnr", float("nan")), m.get("val_input_psnr", float("nan"))

@@ -415,6 +415,18 @@ class _PlaneSource(PatchSource):
     def __len__(self) -> int:
         return len(self._train)
 
+    def balance_files(self) -> None:
+        """Draw patches so that every file (split unit) is equally likely, whatever its
+        size or plane count; within a file, by area. Without this a 60-plane stack
+        outweighs a single image 60 to 1."""
+        areas = np.array([h * w for h, w in (p.shape for p in self._train)], dtype=np.float64)
+        groups = [p.group for p in self._train]
+        totals: dict[str, float] = {}
+        for g, a in zip(groups, areas):
+            totals[g] = totals.get(g, 0.0) + a
+        self._cumulative = np.cumsum([a / totals[g] for g, a in zip(groups, areas)])
+        self._info["balance"] = "files"
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({len(self._train)} train / {len(self._val)} val images, "
@@ -541,6 +553,9 @@ class SyntheticSource(_PlaneSource):
         self.noise = noise
         self.fixed = fixed
         self.seed = int(seed)
+        #: Optional ``augment(clean_batch, generator) -> clean_batch`` applied to the clean
+        #: patches before noise (e.g. :class:`~napari_wgan_denoise.data.colour.ColourJitter`).
+        self.augment: Any = None
         self._noise_net = noise.with_data_max(255.0 if fixed else 1.0)
 
     def sample(
@@ -548,6 +563,8 @@ class SyntheticSource(_PlaneSource):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         which, corners, transforms = self._draw(batch_size, patch_size, generator)
         clean = self._stack([self._train[i].clean for i in which], corners, transforms, patch_size)
+        if self.augment is not None:  # colour jitter on the clean scale, before the noise
+            clean = self.augment(clean, generator)
         if self.fixed:
             noisy = self._noise_net.apply(clean, generator)
             return (noisy / 255.0).float().contiguous(), clean / 255.0
@@ -584,6 +601,8 @@ class SyntheticSource(_PlaneSource):
             "added on that scale, then a per-sample intensity jitter"
         )
         out = {"kind": self.kind, **self._info, "noise": self.noise.to_card(), "scale": scale}
+        if self.augment is not None and hasattr(self.augment, "to_card"):
+            out["augment"] = self.augment.to_card()
         out.update(self._describe_common())
         out["jitter"] = (
             None

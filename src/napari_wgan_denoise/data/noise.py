@@ -10,7 +10,10 @@ Spec strings (``parse_noise``, the CLI's ``--noise``) and their models:
 * ``gaussian`` - same as ``gaussian:0-55`` (the DnCNN-B blind range);
 * ``poisson-gaussian:peak=5-500,read=0-0.05`` - shot noise with a per-sample photon count
   at the bright end (log-uniform in ``peak``) plus Gaussian read noise (std uniform in
-  ``read``, on the 0-1 scale); ``poisson-gaussian`` alone is ``peak=2-1000,read=0-0.03``.
+  ``read``, on the 0-1 scale); ``poisson-gaussian`` alone is ``peak=2-1000,read=0-0.03``;
+* ``poisson-gaussian:peak=2-1000,read=0-0.03,corr=0-0.7,corr_p=0.5`` - the same, with the
+  noise of a fraction ``corr_p`` of the samples blurred so that neighbouring pixels
+  correlate by a coefficient drawn uniformly from ``corr`` (wide-field cameras: ≈ 0.6).
 """
 
 from __future__ import annotations
@@ -179,9 +182,20 @@ class PoissonGaussianNoise(NoiseModel):
         self,
         peak: float | tuple[float, float] = DEFAULT_PEAK,
         read: float | tuple[float, float] = DEFAULT_READ,
+        corr: float | tuple[float, float] = 0.0,
+        corr_p: float = 1.0,
     ) -> None:
         self.peak = _as_range(peak, "peak")
         self.read = _as_range(read, "read")
+        self.corr = _as_range(corr, "corr")
+        self.corr_p = float(corr_p)
+        if not (self.corr[0] >= 0 and self.corr[1] <= MAX_CORRELATION):
+            raise ValueError(
+                f"corr (neighbour correlation of the noise) must lie in 0-{MAX_CORRELATION}, "
+                f"got {corr!r}."
+            )
+        if not 0 <= self.corr_p <= 1:
+            raise ValueError(f"corr_p (a fraction of samples) must be in [0, 1], got {corr_p!r}.")
         if self.peak[0] <= 0:
             raise ValueError(f"peak (photons at the bright end) must be > 0, got {peak!r}.")
         if self.read[0] < 0:
@@ -197,10 +211,16 @@ class PoissonGaussianNoise(NoiseModel):
         read = _uniform(generator, x.shape[0], self.read)
         counts = torch.poisson(x * peak, generator=generator)
         noise = torch.randn(x.shape, generator=generator, device=dev, dtype=torch.float32)
-        return (counts / peak + noise * read).to(clean.device)
+        noisy = counts / peak + noise * read
+        if self.corr[1] > 0 and self.corr_p > 0:
+            rho = _uniform(generator, x.shape[0], self.corr)
+            keep = _uniform(generator, x.shape[0], (0.0, 1.0)) >= self.corr_p
+            rho = torch.where(keep, torch.zeros_like(rho), rho)
+            noisy = x + correlate(noisy - x, rho)
+        return noisy.to(clean.device)
 
     def to_card(self) -> dict[str, Any]:
-        return {
+        card = {
             "type": "poisson-gaussian",
             "peak": list(self.peak),
             "peak_distribution": "log-uniform",
@@ -209,9 +229,40 @@ class PoissonGaussianNoise(NoiseModel):
             "scale": "0-1",
             "spec": str(self),
         }
+        if self.corr[1] > 0:
+            card.update(
+                correlation=list(self.corr),
+                correlation_fraction=self.corr_p,
+                correlation_kernel="separable 3-tap [a, 1, a], variance-preserving",
+            )
+        return card
 
     def __str__(self) -> str:
-        return f"poisson-gaussian:peak={_fmt_range(self.peak)},read={_fmt_range(self.read)}"
+        spec = f"poisson-gaussian:peak={_fmt_range(self.peak)},read={_fmt_range(self.read)}"
+        if self.corr[1] > 0:
+            spec += f",corr={_fmt_range(self.corr)},corr_p={_fmt(self.corr_p)}"
+        return spec
+
+
+#: The largest neighbour correlation a 3-tap kernel [a, 1, a] reaches (a = 1/sqrt(2)).
+MAX_CORRELATION = 0.7
+
+
+def correlate(noise: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """Blur a noise batch (B, C, H, W) per sample with a separable kernel ``[a, 1, a]``
+    chosen so that horizontally and vertically neighbouring pixels correlate by ``rho``
+    (one value per sample), scaled so that each pixel keeps its variance: the spatially
+    correlated read-out noise of wide-field cameras."""
+    rho = rho.to(noise.dtype).clamp(0.0, MAX_CORRELATION).view(-1, 1, 1, 1)
+    # rho = 2a / (1 + 2a^2) for white noise through [a, 1, a]; the smaller root.
+    safe = rho.clamp_min(1e-6)
+    a = torch.where(
+        rho > 1e-6, (1 - torch.sqrt((1 - 2 * safe**2).clamp_min(0))) / (2 * safe), 0 * rho
+    )
+    padded = torch.nn.functional.pad(noise, (1, 1, 1, 1), mode="reflect")
+    rows = a * padded[..., :, :-2] + padded[..., :, 1:-1] + a * padded[..., :, 2:]
+    out = a * rows[..., :-2, :] + rows[..., 1:-1, :] + a * rows[..., 2:, :]
+    return out / (1 + 2 * a**2)
 
 
 _NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
@@ -273,8 +324,10 @@ def parse_noise(spec: str) -> NoiseModel:
             params = value
         return GaussianNoise(_parse_range(params, "sigma", spec))
     if kind in ("poisson-gaussian", "poisson-gauss", "pg"):
-        fields = _parse_fields(params, ("peak", "read"), spec)
+        fields = _parse_fields(params, ("peak", "read", "corr", "corr_p"), spec)
         peak = _parse_range(fields["peak"], "peak", spec) if "peak" in fields else DEFAULT_PEAK
         read = _parse_range(fields["read"], "read", spec) if "read" in fields else DEFAULT_READ
-        return PoissonGaussianNoise(peak=peak, read=read)
+        corr = _parse_range(fields["corr"], "corr", spec) if "corr" in fields else 0.0
+        corr_p = _parse_range(fields["corr_p"], "corr_p", spec)[0] if "corr_p" in fields else 1.0
+        return PoissonGaussianNoise(peak=peak, read=read, corr=corr, corr_p=corr_p)
     raise ValueError(f"Unknown noise type {kind!r} in spec {spec!r}. {_SPEC_HELP}")

@@ -14,7 +14,8 @@ from torch import nn
 from ..errors import Cancelled
 from ..models.model import DEFAULT_NORMALISATION, DenoiseModel
 from ..models.registry import load_model
-from .devices import resolve_device
+from ..validation import check_axes, check_denoise_options
+from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
 from .tiling import BLEND, count_tiles, round_up, run_tiled
@@ -90,7 +91,7 @@ def plan_axes(shape: tuple[int, ...], axes: str | None, channels: int) -> AxesPl
         explicit = False
     else:
         explicit = True
-        axes = axes.upper().replace("S", "C")
+        axes = check_axes(axes).upper().replace("S", "C")
         if len(axes) != ndim:
             raise ValueError(
                 f"axes={axes!r} has {len(axes)} letters but the data has {ndim} axes "
@@ -176,6 +177,7 @@ def denoise(
     cancel: Any | None = None,
     batch_size: int | None = None,
     value_range: tuple[float, float] | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Denoise an image or stack and return an array of the same shape and dtype.
 
@@ -197,6 +199,10 @@ def denoise(
     out of memory the batch, then the tile, is halved and the plane retried.
     ``progress(done, total)`` is called as tiles finish; when ``cancel.is_set()`` becomes
     true the call stops with :class:`~napari_wgan_denoise.errors.Cancelled`.
+
+    ``precision`` is ``"auto"`` (half precision on CUDA, bf16 autocast on CPUs with native
+    bf16, fp32 elsewhere; ``$NAPARI_WGAN_DENOISE_PRECISION`` overrides it), ``"bf16"`` or
+    ``"fp32"``.
     """
     dmodel = as_model(model)
     if dmodel.task != "denoise":
@@ -209,6 +215,13 @@ def denoise(
     _check_input(arr)
     plan = plan_axes(arr.shape, axes, dmodel.channels)
     view = arr.transpose(plan.order)
+    check_denoise_options(
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        value_range=value_range,
+        plane=view.shape[plan.n_leading : plan.n_leading + 2],
+    )
     _check_values(view, plan.n_leading)
 
     dev = resolve_device(device)
@@ -219,7 +232,7 @@ def denoise(
     channels_last = dev.type == "cpu"
     if channels_last:
         network.to(memory_format=torch.channels_last)
-    autocast = dev.type == "cuda"
+    autocast = use_bf16(dev, precision)
 
     multiple = int(getattr(network, "size_multiple", 1))
     radius = int(getattr(network, "receptive_radius", 32))

@@ -36,6 +36,7 @@ import numpy as np
 from torch import nn
 
 from ..models.model import DenoiseModel
+from ..validation import check_denoise_options
 from .denoise import as_model, denoise, plan_axes
 
 ProgressFn = Callable[[int, int], Any]
@@ -335,6 +336,14 @@ def denoise_lazy(
             f"{darr.shape}."
         )
     plan = plan_axes(darr.shape, axes, dmodel.channels)
+    plane = tuple(darr.shape[ax] for ax in plan.order[plan.n_leading : plan.n_leading + 2])
+    check_denoise_options(
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        value_range=value_range,
+        plane=plane,
+    )  # before the output store is made
     plane_axes = set(range(darr.ndim)) - set(plan.order[: plan.n_leading])
     # the input's chunk sizes along Y/X are kept for the output (at most the whole plane)
     yx_chunks = {ax: int(min(darr.chunksize[ax], darr.shape[ax])) for ax in plane_axes}

@@ -7,6 +7,14 @@ from typing import Any
 import numpy as np
 
 _SUBSAMPLE_ABOVE = 1 << 22  # estimate percentiles on a strided subset of larger planes
+# Intensities (or a range) beyond this would overflow float32 arithmetic (max ~3.4e38):
+# such planes are mapped in float64 instead.
+_FLOAT32_SAFE = 1e30
+
+
+def _wide(lo: float, hi: float) -> bool:
+    """Whether ``lo``/``hi`` (or their difference) are too large for float32 arithmetic."""
+    return not max(abs(lo), abs(hi), hi - lo) < _FLOAT32_SAFE
 
 
 def intensity_range(
@@ -31,7 +39,12 @@ def intensity_range(
     if mode == "fixed":
         dtypes = normalisation.get("dtypes")
         if not dtypes or plane.dtype.name in dtypes:
-            return float(normalisation["low"]), float(normalisation["high"])
+            lo, hi = float(normalisation["low"]), float(normalisation["high"])
+            if not (np.isfinite([lo, hi]).all() and hi > lo):
+                raise ValueError(
+                    f"The model's fixed normalisation needs finite low < high, got {lo}, {hi}."
+                )
+            return lo, hi
         p_lo, p_hi = 0.1, 99.9
     elif mode == "percentile":
         p_lo, p_hi = float(normalisation.get("low", 0.1)), float(normalisation.get("high", 99.9))
@@ -49,7 +62,14 @@ def intensity_range(
 
 
 def to_network(plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Scale a plane to float32 with ``lo -> 0`` and ``hi -> 1``."""
+    """Scale a plane to float32 with ``lo -> 0`` and ``hi -> 1`` (in float64 when the
+    intensities are too large for float32, e.g. float64 data around 1e40)."""
+    if _wide(lo, hi):
+        wide = plane.astype(np.float64, copy=True)  # halves: hi - lo may exceed float64
+        wide *= 0.5
+        wide -= lo / 2
+        wide /= hi / 2 - lo / 2
+        return wide.astype(np.float32)
     out = plane.astype(np.float32, copy=True)
     out -= np.float32(lo)
     out *= np.float32(1.0 / (hi - lo))
@@ -58,9 +78,19 @@ def to_network(plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def from_network(values: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
     """Undo ``to_network`` and cast to ``dtype``: integers are rounded and clipped to the
-    dtype's range; floats keep the network's values unclipped."""
-    out = values.astype(np.float32, copy=False) * np.float32(hi - lo) + np.float32(lo)
+    dtype's range; floats keep the network's values unclipped (only limited to the
+    dtype's finite range, for data near the float32 or float64 maximum)."""
     dtype = np.dtype(dtype)
+    if _wide(lo, hi):
+        wide = values.astype(np.float64) * (hi / 2 - lo / 2) + lo / 2
+        wide *= 2.0
+        if np.issubdtype(dtype, np.floating):
+            info = np.finfo(dtype)
+            np.clip(wide, info.min, info.max, out=wide)
+            return wide.astype(dtype)
+        out = wide
+    else:
+        out = values.astype(np.float32, copy=False) * np.float32(hi - lo) + np.float32(lo)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         np.rint(out, out=out)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..models.model import DenoiseModel
+from ..validation import check_denoise_options
 from .denoise import ProgressFn, _check_input, as_model, plan_axes
 from .devices import resolve_device
 from .normalise import from_network, intensity_range, to_network
@@ -90,6 +91,9 @@ def restore(
     _check_input(arr)
     plan = plan_axes(arr.shape, axes, dmodel.channels)
     view = arr.transpose(plan.order)
+    check_denoise_options(
+        tile_size=tile_size, overlap=overlap, plane=view.shape[plan.n_leading : plan.n_leading + 2]
+    )
     mview = _mask_view(mask, arr.shape, plan)
     if np.issubdtype(arr.dtype, np.floating):
         bad = ~np.isfinite(view)

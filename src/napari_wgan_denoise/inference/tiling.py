@@ -152,7 +152,8 @@ def run_tiled(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if autocast:
-            with torch.autocast(device_type=device.type, dtype=torch.float16):
+            half = torch.float16 if device.type == "cuda" else torch.bfloat16
+            with torch.autocast(device_type=device.type, dtype=half):
                 y = network(x)
         else:
             y = network(x)

@@ -11,6 +11,7 @@ from torch import nn
 from .cascade import CascadeConfig, CascadeNetwork, InpaintCritic, InpaintCriticConfig
 from .critics import SRGANCritic, SRGANCriticConfig, UNetCritic, UNetCriticConfig
 from .resunet import ResUNetConfig, ResUNetGenerator
+from .shuffle import ShuffleConfig, ShuffleGenerator
 from .srresnet import SRResNetConfig, SRResNetGenerator
 from .unet import UNetConfig, UNetGenerator
 
@@ -54,6 +55,16 @@ ARCHITECTURES: dict[str, Architecture] = {
         SRGANCritic,
         SRGANCriticConfig,
         "seed 003: residual U-Net (ResUNet), output added to the input",
+    ),
+    # The CPU zoo's generator (docs/benchmarks.md, the generator study): FFDNet-style
+    # pixel-unshuffle body. Its critic is seed 000's, which suits patches of >= 32 pixels.
+    "shuffle": Architecture(
+        "shuffle",
+        ShuffleGenerator,
+        ShuffleConfig,
+        SRGANCritic,
+        SRGANCriticConfig,
+        "pixel-unshuffle residual body at half resolution (FFDNet-like), CPU-efficient",
     ),
     "cascade": Architecture(
         "cascade",

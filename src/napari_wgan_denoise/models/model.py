@@ -21,6 +21,7 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import ModelFileError
+from ..validation import check_model_card
 from .architectures import build_generator, get_architecture
 
 CARD_FORMAT = 1
@@ -193,6 +194,7 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         get_architecture(card["architecture"])
     except ValueError as exc:
         raise ModelFileError(f"Model card {card_path}: {exc} Is the package up to date?") from None
+    check_model_card(card, card_path)
     return card
 
 
@@ -220,7 +222,7 @@ def load_model_file(path: str | os.PathLike[str], map_location: str = "cpu") -> 
         ) from None
     try:
         network = build_generator(card["architecture"], int(card["channels"]), card.get("config"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"Model card {card_path} has an invalid config: {exc}") from None
     expected_state = network.state_dict()
     missing = [k for k in expected_state if k not in state]

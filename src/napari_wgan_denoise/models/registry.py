@@ -83,6 +83,19 @@ def _scan(folder: Path, source: str) -> list[ModelEntry]:
     return entries
 
 
+def unreadable_models() -> list[tuple[str, str]]:
+    """User models that the registry leaves out, each with why (a corrupt card, missing
+    weights), for ``wgan-denoise models`` to report instead of hiding them."""
+    out = []
+    folder = user_models_dir()
+    for card_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            _explain_unlisted(card_path.stem)
+        except ModelFileError as exc:
+            out.append((card_path.stem, str(exc)))
+    return out
+
+
 def model_entries() -> list[ModelEntry]:
     """All registered models: shipped ones first, then the user's (which cannot shadow them)."""
     shipped = _scan(SHIPPED_DIR, "shipped")
@@ -96,11 +109,26 @@ def list_models() -> list[str]:
     return [e.name for e in model_entries()]
 
 
+def _explain_unlisted(name: str) -> None:
+    """Raise why a model file named ``name`` in the shipped or user folder cannot load
+    (a corrupt card, missing weights) instead of reporting that no such model exists."""
+    for folder in (SHIPPED_DIR, user_models_dir()):
+        weights, card = model_paths(folder / name)
+        if card.is_file() or weights.is_file():
+            if not weights.is_file():
+                raise ModelFileError(
+                    f"Model {name!r} cannot load: its weights {weights} are missing next to "
+                    f"its card {card.name}. Restore both files together."
+                )
+            read_card(card)  # raises ModelFileError saying what is wrong with the card
+
+
 def find_model(name: str) -> ModelEntry:
     """The registry entry for a model name, or a ValueError listing the known names."""
     for entry in model_entries():
         if entry.name == name:
             return entry
+    _explain_unlisted(name)
     known = ", ".join(list_models()) or "(none installed)"
     raise ValueError(
         f"No model named {name!r}. Known models: {known}. Pass a path to NAME.safetensors "

@@ -42,7 +42,9 @@ def _resolve(layer: Image | str, viewer: Any | None) -> tuple[Image, Any | None]
         import napari
 
         current = napari.current_viewer()
-        if current is not None and (isinstance(layer, str) or layer in current.layers):
+        if current is not None and (
+            isinstance(layer, str) or any(lyr is layer for lyr in current.layers)
+        ):
             viewer = current
     if isinstance(layer, str):
         if viewer is None:
@@ -54,9 +56,14 @@ def _resolve(layer: Image | str, viewer: Any | None) -> tuple[Image, Any | None]
             raise ValueError(f"The viewer has no layer named {layer!r}; its layers: {names}.")
         layer = viewer.layers[layer]
     if not is_image_layer(layer):
-        raise ValueError(
-            f"{getattr(layer, 'name', layer)!r} is not an image layer; denoising needs an Image."
-        )
+        what = repr(layer.name) if hasattr(layer, "name") else f"A {type(layer).__name__}"
+        if hasattr(layer, "shape") and hasattr(layer, "dtype"):  # an array: never its repr
+            what = f"An array of shape {tuple(layer.shape)} and dtype {layer.dtype}"
+            raise ValueError(
+                f"{what} is not an image layer. Add it first (viewer.add_image(data)) and pass "
+                "the layer, or denoise the array itself with napari_wgan_denoise.denoise()."
+            )
+        raise ValueError(f"{what} is not an image layer; denoising needs an Image.")
     return layer, viewer
 
 

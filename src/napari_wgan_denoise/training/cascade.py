@@ -20,6 +20,7 @@ from ..inference.devices import resolve_device
 from ..metrics import psnr
 from ..models.architectures import build_critic
 from ..models.model import DenoiseModel, create_model
+from ..validation import coerce_settings
 from .losses import gradient_penalty
 
 STAGES = ("inpaint-mse", "inpaint-adv", "restore", "joint")
@@ -121,7 +122,7 @@ class CascadeTrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"Unknown cascade setting(s) {unknown}; valid: {sorted(names)}.")
-        return cls(**values)
+        return cls(**coerce_settings(values, cls))  # typed; a wrong type names key and type
 
 
 @dataclass

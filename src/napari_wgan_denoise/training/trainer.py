@@ -4,6 +4,7 @@ plus the perceptual (VGG feature) losses of seeds 003 and 004: CNN-VGG and WGAN-
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,14 +15,16 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled
-from ..inference.devices import resolve_device
+from ..inference.devices import PRECISIONS, resolve_device, use_bf16
 from ..metrics import psnr
 from ..models.architectures import build_critic
 from ..models.model import DenoiseModel, create_model, save_model
+from ..validation import coerce_settings
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import critic_scores, gradient_penalty, patch_mse
 from .perceptual import PerceptualLoss
 
+LR_SCHEDULES = ("step", "cosine")
 LOSSES = ("mse", "wgan", "wgan-wf", "vgg", "wgan-vgg")
 #: Losses with a perceptual (VGG feature) term; ``vgg`` has no critic, ``wgan-vgg`` does.
 PERCEPTUAL_LOSSES = ("vgg", "wgan-vgg")
@@ -75,8 +78,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    precision: str = "auto"
+    lr_schedule: str = "step"
     checkpoint_every: int = 1000
     val_every: int = 500
+    keep_checkpoints: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work, naming the setting."""
@@ -103,6 +109,14 @@ class TrainConfig:
                 )
         elif self.loss in CRITIC_FREE_LOSSES and float(self.mse_weight) == 0:
             raise ValueError("--loss mse with mse_weight 0 has nothing to minimise.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}."
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}."
+            )
         if not 0 <= self.lr_drop_at <= 1:
             raise ValueError(f"lr_drop_at must be between 0 and 1, got {self.lr_drop_at}.")
 
@@ -117,10 +131,12 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"Unknown training setting(s) {unknown}; valid: {sorted(names)}.")
-        values = dict(values)
+        values = coerce_settings(values, cls)  # typed; a wrong type names key and type
         for key in ("betas", "critic_clip"):
             if values.get(key) is not None:
                 values[key] = tuple(float(v) for v in values[key])
+        if values.get("keep_checkpoints") is not None:
+            values["keep_checkpoints"] = [int(v) for v in values["keep_checkpoints"]]
         if isinstance(values.get("vgg_layers"), str):
             values["vgg_layers"] = [s.strip() for s in values["vgg_layers"].split(",") if s.strip()]
         elif values.get("vgg_layers") is not None:
@@ -146,11 +162,32 @@ class TrainState:
     perceptual: float = float("nan")
     val_psnr: float | None = None
     elapsed: float = 0.0
+    cpu_time: float = 0.0
 
 
 def learning_rate(config: TrainConfig, iteration: int) -> float:
-    """The step schedule: ``lr`` until ``lr_drop_at`` of the run, then ``lr_final``."""
+    """The learning rate at ``iteration``: seed 000's step schedule (``lr`` until
+    ``lr_drop_at`` of the run, then ``lr_final``) or a cosine decay from ``lr`` to
+    ``lr_final`` over the whole run (``lr_schedule="cosine"``, used by the CPU zoo)."""
+    if config.lr_schedule == "cosine":
+        t = min(1.0, iteration / max(1, config.iterations))
+        return config.lr_final + 0.5 * (config.lr - config.lr_final) * (1 + math.cos(math.pi * t))
     return config.lr if iteration < config.lr_drop_at * config.iterations else config.lr_final
+
+
+def _curve_of(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The learning curve recovered from log records (checkpoints written before the
+    curve was kept on its own)."""
+    return [
+        {
+            "iteration": r["iteration"],
+            "val_psnr": round(r["val_psnr"], 4),
+            "cpu_time_s": round(r.get("cpu_time", 0.0), 1),
+            "wall_time_s": round(r.get("elapsed", 0.0), 1),
+        }
+        for r in history
+        if r.get("val_psnr") is not None
+    ]
 
 
 def run_whole(network: torch.nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
@@ -247,10 +284,17 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
         self.history: list[dict[str, float]] = []
+        #: The learning curve: every validation (iteration, PSNR, CPU and wall time),
+        #: kept whole (``history`` keeps only the last records); it goes into the card.
+        self.curve: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
         self.wall_time = 0.0
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.amp = bool(config.amp and self.device.type == "cuda")
+        # bf16 autocast for the networks' forward passes (CUDA, and CPUs with native bf16);
+        # the losses and the gradient penalty are computed in fp32 (see step()).
+        self.amp = bool(config.amp) and use_bf16(self.device, config.precision)
+        self.cpu_time = 0.0
+        self.warm_started: dict[str, Any] | None = None
 
     # -- checkpoints -------------------------------------------------------------------
     def _parts(self) -> tuple[dict, dict, dict]:
@@ -273,8 +317,10 @@ class Trainer:
             "config": self.config.to_dict(),
             "card": self.model.card,
             "history": self.history[-2000:],
+            "curve": self.curve,
             "best": self.best,
             "wall_time": self.wall_time,
+            "cpu_time": self.cpu_time,
             "kind": "napari-wgan-denoise training checkpoint",
         }
         return save_checkpoint(path, modules=modules, optimizers=optimizers, rng=rng, meta=meta)
@@ -292,8 +338,36 @@ class Trainer:
                 )
         self.iteration = int(meta["iteration"])
         self.history = list(meta.get("history", []))
+        self.curve = list(meta.get("curve") or _curve_of(self.history))
         self.best = dict(meta.get("best", {}))
         self.wall_time = float(meta.get("wall_time", 0.0))
+        self.cpu_time = float(meta.get("cpu_time", 0.0))
+
+    def warm_start(self, path: str | Path) -> None:
+        """Continue another run's generator: its weights, optimiser moments, data RNG,
+        iteration count and learning curve, with a fresh critic. This is how a WGAN twin
+        starts from its MSE twin part-way (MSE pre-training, as SRGAN does), so that both
+        twins end having seen the same data for the same total number of iterations."""
+        meta = load_checkpoint(
+            path,
+            modules={"generator": self.generator},
+            optimizers={"generator": self.opt_g},
+            rng={"data": self.rng},
+        )
+        old = meta.get("config", {})
+        for key in ("architecture", "arch_config", "batch_size", "patch_size", "iterations"):
+            if key in old and old[key] != self.config.to_dict()[key]:
+                raise ValueError(
+                    f"Checkpoint {path} was made with {key}={old[key]!r} but this run asks "
+                    f"for {self.config.to_dict()[key]!r}; a warm start needs the same setting."
+                )
+        self.iteration = int(meta["iteration"])
+        self.history = list(meta.get("history", []))
+        self.curve = list(meta.get("curve") or _curve_of(self.history))
+        self.best = {}
+        self.wall_time = float(meta.get("wall_time", 0.0))
+        self.cpu_time = float(meta.get("cpu_time", 0.0))
+        self.warm_started = {"from": str(path), "iteration": self.iteration}
 
     # -- one iteration -------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -390,9 +464,11 @@ class Trainer:
         )
         pairs = self.source.validation_pairs()
         start = time.perf_counter() - self.wall_time
+        cpu_start = time.process_time() - self.cpu_time
         while self.iteration < stop_at:
             if cancel is not None and cancel.is_set():
                 self.wall_time = time.perf_counter() - start
+                self.cpu_time = time.process_time() - cpu_start
                 if self.checkpoint_dir is not None:
                     self.save_checkpoint()
                 raise Cancelled(
@@ -412,8 +488,18 @@ class Trainer:
                 if not self.best or metrics["val_psnr"] > self.best["val_psnr"]:
                     self.best = {"iteration": self.iteration, **metrics}
                 self.best.setdefault("val_input_psnr", metrics["val_input_psnr"])
+                self.curve.append(
+                    {
+                        "iteration": self.iteration,
+                        "val_psnr": round(metrics["val_psnr"], 4),
+                        "cpu_time_s": round(time.process_time() - cpu_start, 1),
+                        "wall_time_s": round(time.perf_counter() - start, 1),
+                        "loss": cfg.loss,
+                    }
+                )
             st.elapsed = time.perf_counter() - start
-            self.wall_time = st.elapsed
+            st.cpu_time = time.process_time() - cpu_start
+            self.wall_time, self.cpu_time = st.elapsed, st.cpu_time
             record = {k: v for k, v in dataclasses.asdict(st).items() if v is not None}
             if self.iteration % 10 == 0 or st.val_psnr is not None or last:
                 self.history.append(record)
@@ -423,6 +509,8 @@ class Trainer:
                 self.iteration % cfg.checkpoint_every == 0 or self.iteration == stop_at
             ):
                 self.save_checkpoint()
+            if self.checkpoint_dir is not None and self.iteration in cfg.keep_checkpoints:
+                self.save_checkpoint(self.checkpoint_dir / f"iter-{self.iteration}")
         return self._finish(pairs)
 
     def _finish(self, pairs: list) -> DenoiseModel:
@@ -446,6 +534,9 @@ class Trainer:
                 if self.device.type == "cuda"
                 else "cpu",
                 "wall_time_s": round(self.wall_time, 1),
+                "cpu_time_s": round(self.cpu_time, 1),
+                "precision": "bf16" if self.amp else "fp32",
+                **({"warm_start": self.warm_started} if self.warm_started else {}),
                 "torch": torch.__version__,
                 **(
                     {"perceptual": self.perceptual.describe()}
@@ -454,6 +545,7 @@ class Trainer:
                 ),
             },
             metrics={k: v for k, v in metrics.items() if v is not None},
+            learning_curve=self.curve,
         )
         self.generator.eval()
         return self.model

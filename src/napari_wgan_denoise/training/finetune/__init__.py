@@ -80,7 +80,7 @@ def finetune(
 
     ``options`` are the fields of :class:`FinetuneConfig` (iterations, time_budget,
     patch_size, batch_size, lr, adversarial_weight, stages, device, seed, val_every,
-    preview_every, axis, axes, name, save). Patches come only from inside ``roi`` (a YX
+    preview_every, axis, axes, name, save, overwrite). Patches come only from inside ``roi`` (a YX
     mask) when given. 15 % of the planes (or a band of rows for a single plane) is held
     out: validation PSNR against ``clean`` where known, else the Noise2Noise loss between
     held-out frames (n2n), else the MSE to the surrogate (two-stage, where the last

@@ -18,7 +18,8 @@ class FinetuneConfig:
     with the best weights so far. ``lr`` and ``adversarial_weight`` default per mode (see
     the strategies). ``axis`` is the frames axis of Noise2Noise, ``axes`` the data's axis
     letters (e.g. ``"TZYX"``) when they cannot be guessed. ``name`` names the saved user
-    model (default ``<base>-ft-<mode>-<time>``), ``save=False`` returns it unsaved.
+    model (default ``<base>-ft-<mode>-<time>``), ``save=False`` returns it unsaved; an
+    existing user model ``name`` is replaced only with ``overwrite``.
     """
 
     mode: str
@@ -37,6 +38,7 @@ class FinetuneConfig:
     axes: str | None = None
     name: str | None = None
     save: bool = True
+    overwrite: bool = False
 
     @classmethod
     def from_options(cls, mode: str, **options: Any) -> FinetuneConfig:

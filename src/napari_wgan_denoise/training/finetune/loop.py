@@ -15,6 +15,12 @@ import numpy as np
 from ...inference.denoise import as_model
 from ...models.model import DenoiseModel
 from ...models.registry import save_user_model
+from ...validation import (
+    check_finetune_base,
+    check_model_name,
+    check_n2n_stack,
+    check_training_length,
+)
 from ..trainer import TrainConfig, Trainer
 from .config import FinetuneConfig, FinetuneData
 from .data import Session, finetune_mode, normalise, planes_of, reference_planes
@@ -80,7 +86,20 @@ def run_finetune(
     a user model when ``config.save``); see :func:`.finetune` for the modes, the
     validation and the progress reports."""
     strategy = strategy_for(config)
+    check_training_length(
+        config.iterations,
+        stages=config.stages,
+        batch_size=config.batch_size,
+        patch_size=config.patch_size,
+        time_budget=config.time_budget,
+        val_every=config.val_every,
+    )
+    if config.save and config.name is not None:
+        check_model_name(config.name, overwrite=config.overwrite)
     base_model = as_model(base)
+    check_finetune_base(base_model)
+    if config.mode == "n2n":
+        check_n2n_stack(np.shape(data.noisy), config.axis, base_model.channels)
     model = DenoiseModel(
         network=copy.deepcopy(base_model.network).cpu(), card=copy.deepcopy(base_model.card)
     )
@@ -151,7 +170,7 @@ def run_finetune(
         },
     )
     if config.save:
-        save_user_model(model, model.card["name"], overwrite=config.name is not None)
+        save_user_model(model, model.card["name"], overwrite=config.overwrite)
     return model
 
 
@@ -208,6 +227,14 @@ def _loop(
             info["preview"] = s.preview(preview)
         if progress is not None:
             progress(info)
+    last = trainer.iteration
+    if stopped and last > best["iteration"] and history[-1]["iteration"] < last:
+        _, value = strategy.validate(s, targets)  # stopped between validations: score it too
+        history.append({"iteration": last, metric: value})
+        better = value > best["value"] if higher_better else value < best["value"]
+        if strategy.keep_latest(metric) or better:
+            state = copy.deepcopy(trainer.generator.state_dict())
+            best = {"value": value, "iteration": last, "state": state}
     wall = time.perf_counter() - start
     return {
         "metric": metric,

@@ -1,0 +1,140 @@
+"""fp32 vs bf16 autocast on this machine: training step time, inference s/MP and the PSNR
+change, measured as ratios in one run (issue 14, deliverable 1).
+
+Usage (from the repository root; one thread, like a training run)::
+
+    OMP_NUM_THREADS=1 python benchmarks/precision.py --model gray-mse-fast \
+        --model runs/study/shuffle12x64 --clean ../shared/data/gray/set12 --sigma 25 \
+        --json runs/precision.json
+
+Training: a generator step (forward, summed-MSE loss in fp32, backward, Adam) on a batch
+of 32 patches of 64², and for one architecture a full WGAN-GP iteration (critic step with
+the fp32 gradient penalty, then the generator step), with the trainer's own code.
+Inference: ``evaluate`` on the clean folder with seeded Gaussian noise, once with
+``NAPARI_WGAN_DENOISE_PRECISION=fp32`` and once with ``bf16``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from napari_wgan_denoise.benchmark import machine_info
+from napari_wgan_denoise.evaluation import evaluate
+from napari_wgan_denoise.inference.devices import PRECISION_ENV, cpu_has_bf16
+from napari_wgan_denoise.training import TrainConfig, Trainer
+
+ARCHS = {
+    "unet K=32 (shipped -fast)": ("unet", {"features": 32, "bottleneck": 16}),
+    "unet K=48": ("unet", {"features": 48, "bottleneck": 24}),
+    "shuffle 12x64": ("shuffle", {"features": 64, "depth": 12}),
+    "shuffle 16x80": ("shuffle", {"features": 80, "depth": 16}),
+}
+
+
+class _Random:
+    """A patch source of random images (timing only)."""
+
+    channels = 1
+    normalisation = {"mode": "percentile", "low": 0.1, "high": 99.9}
+
+    def sample(self, batch, patch, generator):
+        clean = torch.rand((batch, 1, patch, patch), generator=generator)
+        return clean + 0.1 * torch.randn(clean.shape, generator=generator), clean
+
+    def validation_pairs(self):
+        return []
+
+    def describe(self):
+        return {"kind": "random"}
+
+
+def step_time(arch: str, config: dict, precision: str, loss: str = "mse", steps: int = 6) -> float:
+    """Median seconds of one training iteration (after two warm-up steps)."""
+    cfg = TrainConfig(
+        architecture=arch,
+        arch_config=config,
+        critic_config={"features": 32, "max_features": 256},
+        loss=loss,
+        iterations=steps + 2,
+        batch_size=32,
+        patch_size=64,
+        precision=precision,
+        lr=1e-4,
+    )
+    trainer = Trainer(cfg, _Random())
+    times = []
+    for _ in range(steps + 2):
+        t = time.perf_counter()
+        trainer.step()
+        times.append(time.perf_counter() - t)
+    times = sorted(times[2:])
+    return times[len(times) // 2]
+
+
+def main() -> None:
+    """Measure and print a markdown table (and optionally a JSON file)."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", action="append", default=[])
+    ap.add_argument("--clean", default="../shared/data/gray/set12")
+    ap.add_argument("--sigma", type=float, default=25.0)
+    ap.add_argument("--json")
+    ap.add_argument("--skip-training", action="store_true")
+    args = ap.parse_args()
+    result = {
+        "machine": machine_info(),
+        "cpu_has_bf16": cpu_has_bf16(),
+        "training": [],
+        "inference": [],
+    }
+    print(f"CPU native bf16: {cpu_has_bf16()}; threads: {torch.get_num_threads()}")
+    if not args.skip_training:
+        print("\n| training step (32 x 64², one thread) | fp32 s | bf16 s | speed-up |")
+        print("|---|---:|---:|---:|")
+        rows = [(n, a, c, "mse") for n, (a, c) in ARCHS.items()]
+        rows.append(
+            ("shuffle 12x64, WGAN-GP iteration", "shuffle", ARCHS["shuffle 12x64"][1], "wgan")
+        )
+        for name, arch, cfg, loss in rows:
+            fp32 = step_time(arch, cfg, "fp32", loss)
+            bf16 = step_time(arch, cfg, "bf16", loss)
+            result["training"].append({"name": name, "fp32_s": fp32, "bf16_s": bf16})
+            print(f"| {name} | {fp32:.3f} | {bf16:.3f} | {fp32 / bf16:.2f}x |", flush=True)
+    print(
+        f"\n| model ({args.clean}, σ {args.sigma:g}) | PSNR fp32 | PSNR bf16 | Δ dB "
+        "| s/MP fp32 | s/MP bf16 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    old = os.environ.get(PRECISION_ENV)
+    try:
+        for model in args.model:
+            rows = {}
+            for precision in ("fp32", "bf16"):
+                os.environ[PRECISION_ENV] = precision
+                evaluate(
+                    [model], clean=args.clean, sigma=args.sigma, notify=lambda m: None
+                )  # warm-up
+                rows[precision] = evaluate([model], clean=args.clean, sigma=args.sigma)[0]
+            a, b = rows["fp32"], rows["bf16"]
+            result["inference"].append({"model": model, "fp32": a, "bf16": b})
+            print(
+                f"| {model} | {a['psnr']:.3f} | {b['psnr']:.3f} | {b['psnr'] - a['psnr']:+.3f} | "
+                f"{a['s_per_mp']:.2f} | {b['s_per_mp']:.2f} |",
+                flush=True,
+            )
+    finally:
+        if old is None:
+            os.environ.pop(PRECISION_ENV, None)
+        else:
+            os.environ[PRECISION_ENV] = old
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

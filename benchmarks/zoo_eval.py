@@ -1,0 +1,200 @@
+"""Held-out scores of the CPU zoo beside BM3D and NLM, measured in the same run (issue 14).
+
+Usage (from the repository root)::
+
+    python benchmarks/zoo_eval.py gray  --model gray-mse-fast --model gray-wgan-fast
+    python benchmarks/zoo_eval.py cells --model cells-mse-fast --model cells-wgan-fast
+    python benchmarks/zoo_eval.py fluo  --model fluo-mse-fast --model fluo-wgan-fast
+    # add --json FILE to keep the rows, --no-baselines to skip BM3D/NLM
+
+* gray: Set12 at σ 25 and 50 (seeded, float, unclipped: the seed-000 protocol).
+* cells: CellaVision 077-088 (held out from training) at σ 25/35/50, and the same images
+  after each fixed colour shift of ``data/colour.VALIDATION_SHIFTS`` (models only; the
+  stain-robustness rows: mean and worst shift).
+* fluo: FMD Confocal_BPAE_B fields 3 and 11 (held out), each raw frame against the
+  50-frame average; and synthetic Poisson-Gaussian noise (peak 30 photons, read 0.01) on
+  the held-out clean images (avg50 of fields 3 and 11, StarDist's image), once
+  pixel-independent and once spatially correlated (neighbour correlation 0.6, as
+  wide-field cameras), with a fixed seed.
+
+Derived test folders are written under ``runs/eval/`` (git-ignored) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import skimage.io
+import tifffile
+import torch
+
+from napari_wgan_denoise.data.colour import colour_shifted_copies
+from napari_wgan_denoise.data.noise import correlate
+from napari_wgan_denoise.evaluation import evaluate
+
+DATA = Path("../shared/data")
+EVAL = Path("runs/eval")
+FMD = DATA / "fluo/fmd_confocal_bpae_b"
+HELD_OUT_FOVS = ("3", "11")
+CELLS_HELD_OUT = 12  # 077-088
+
+
+def _row(r: dict) -> str:
+    return f"{r['psnr']:.2f} / {r['ssim']:.3f} / {r['grad_ratio']:.3f}"
+
+
+def _table(title: str, columns: list[str], rows: dict[str, list[str]]) -> str:
+    lines = [f"\n{title}\n", "| method | " + " | ".join(columns) + " |"]
+    lines.append("|---|" + "---:|" * len(columns))
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
+    return "\n".join(lines)
+
+
+def _run(models, baselines, **kw) -> list[dict]:
+    return evaluate(list(models), baselines=baselines, notify=lambda m: None, **kw)
+
+
+def gray(models, baselines) -> dict:
+    """Set12 at σ 25 and 50."""
+    out, table = {}, {}
+    for sigma in (25, 50):
+        rows = _run(models, baselines, clean=DATA / "gray/set12", sigma=sigma, include_noisy=True)
+        out[sigma] = rows
+        for r in rows:
+            table.setdefault(r["model"], []).append(
+                _row(r) + f" ({r.get('s_per_mp') or 0:.2f} s/MP)"
+            )
+    print(_table("Set12 (PSNR / SSIM / gradient ratio)", ["σ 25", "σ 50"], table))
+    return out
+
+
+def _shifted_folders() -> list[tuple[str, Path]]:
+    files = sorted((DATA / "cells/cellavision_train").glob("*.png"))[-CELLS_HELD_OUT:]
+    folders: dict[str, Path] = {}
+    for f in files:
+        img = skimage.io.imread(f)[..., :3].astype(np.float32)
+        for k, (name, arr) in enumerate(colour_shifted_copies(img)):
+            folder = EVAL / "cells_shifted" / f"{k}"
+            folders[name] = folder
+            target = folder / f.name
+            if not target.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                skimage.io.imsave(
+                    target, np.round(arr).clip(0, 255).astype(np.uint8), check_contrast=False
+                )
+    return list(folders.items())
+
+
+def cells(models, baselines) -> dict:
+    """CellaVision 077-088 at σ 25/35/50, plain and colour-shifted."""
+    out, table = {"plain": {}, "shifted": {}}, {}
+    clean = DATA / "cells/cellavision_train"
+    for sigma in (25, 35, 50):
+        rows = _run(
+            models, baselines, clean=clean, sigma=sigma, last=CELLS_HELD_OUT, include_noisy=True
+        )
+        out["plain"][sigma] = rows
+        for r in rows:
+            table.setdefault(r["model"], []).append(_row(r))
+    print(
+        _table(
+            "CellaVision 077-088 (PSNR / SSIM / gradient ratio)", ["σ 25", "σ 35", "σ 50"], table
+        )
+    )
+    shifted_table = {}
+    for sigma in (25, 35, 50):
+        per_model: dict[str, list[float]] = {}
+        for name, folder in _shifted_folders():
+            rows = _run(models, (), clean=folder, sigma=sigma)
+            out["shifted"].setdefault(sigma, {})[name] = rows
+            for r in rows:
+                per_model.setdefault(r["model"], []).append(r["psnr"])
+        plain = {r["model"]: r["psnr"] for r in out["plain"][sigma]}
+        for model, values in per_model.items():
+            shifted_table.setdefault(model, []).append(
+                f"{np.mean(values):.2f} (worst {min(values):.2f}; plain {plain[model]:.2f})"
+            )
+    print(
+        _table(
+            "Colour-shifted copies, mean PSNR over 6 fixed shifts",
+            ["σ 25", "σ 35", "σ 50"],
+            shifted_table,
+        )
+    )
+    return out
+
+
+def _fmd_folders() -> tuple[Path, Path]:
+    noisy, clean = EVAL / "fmd_val/noisy", EVAL / "fmd_val/clean"
+    if not noisy.exists():
+        noisy.mkdir(parents=True)
+        clean.mkdir(parents=True)
+        for fov in HELD_OUT_FOVS:
+            gt = skimage.io.imread(FMD / "gt" / fov / "avg50.png")
+            for k, raw in enumerate(sorted((FMD / "raw" / fov).glob("*.png"))):
+                name = f"fov{fov}_{k:02d}.png"
+                skimage.io.imsave(noisy / name, skimage.io.imread(raw), check_contrast=False)
+                skimage.io.imsave(clean / name, gt, check_contrast=False)
+    return noisy, clean
+
+
+def _synthetic_folders(rho: float) -> tuple[Path, Path]:
+    root = EVAL / f"fluo_synthetic_corr{rho:g}"
+    noisy, clean = root / "noisy", root / "clean"
+    if noisy.exists():
+        return noisy, clean
+    noisy.mkdir(parents=True)
+    clean.mkdir(parents=True)
+    images = [skimage.io.imread(FMD / "gt" / fov / "avg50.png") for fov in HELD_OUT_FOVS]
+    images.append(tifffile.imread(DATA / "fluo/clean/stardist_img2d.tif"))
+    gen = torch.Generator().manual_seed(2026)
+    for k, img in enumerate(images):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = np.percentile(arr, (0.1, 99.9))
+        c01 = np.clip((arr - lo) / (hi - lo), 0, 1).astype(np.float32)
+        x = torch.from_numpy(c01)[None, None]
+        peak, read = 30.0, 0.01
+        noisy01 = torch.poisson(x * peak, generator=gen) / peak
+        noisy01 = noisy01 + read * torch.randn(x.shape, generator=gen)
+        if rho > 0:
+            noisy01 = x + correlate(noisy01 - x, torch.tensor([rho]))
+        tifffile.imwrite(noisy / f"{k}.tif", noisy01[0, 0].numpy())
+        tifffile.imwrite(clean / f"{k}.tif", c01)
+    return noisy, clean
+
+
+def fluo(models, baselines) -> dict:
+    """FMD held-out fields (real noise) and synthetic independent/correlated noise."""
+    out, table = {}, {}
+    sets = [("FMD fields 3+11", *_fmd_folders())]
+    for rho in (0.0, 0.6):
+        sets.append((f"synthetic PG, corr {rho:g}", *_synthetic_folders(rho)))
+    for label, noisy, clean in sets:
+        rows = _run(models, baselines, clean=clean, noisy=noisy, include_noisy=True)
+        out[label] = rows
+        for r in rows:
+            table.setdefault(r["model"], []).append(_row(r))
+    print(_table("Fluorescence (PSNR / SSIM / gradient ratio)", [s[0] for s in sets], table))
+    return out
+
+
+def main() -> None:
+    """Run one family's held-out evaluation and print markdown tables."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("family", choices=("gray", "cells", "fluo"))
+    ap.add_argument("--model", action="append", default=[])
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    baselines = () if args.no_baselines else ("bm3d", "nlm")
+    result = {"gray": gray, "cells": cells, "fluo": fluo}[args.family](args.model, baselines)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

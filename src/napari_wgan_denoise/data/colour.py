@@ -1,0 +1,128 @@
+"""Colour augmentation for stained bright-field images, so a model does not learn one stain.
+
+Per sample, on clean RGB patches on the 0-255 scale, before noise is added:
+
+* **stain jitter in HED space** (haematoxylin, eosin, DAB; Ruifrok & Johnston's matrix as
+  in ``skimage.color.rgb2hed``): each stain's optical density is scaled by a factor drawn
+  log-uniformly in ``1/hed_scale .. hed_scale`` and shifted by ``±hed_shift``;
+* **hue rotation** about the gray axis by up to ``±hue`` degrees and a **saturation**
+  factor (log-uniform in ``1/saturation .. saturation``);
+* a random **permutation of the colour channels** with probability ``permute``.
+
+Everything is drawn from the given ``torch.Generator`` (resumable runs stay exact). The
+same family of shifts, with fixed seeds, makes the colour-shifted validation copies in
+``colour_shifted_copies``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+# skimage.color.colorconv.rgb_from_hed (rows: H, E, DAB optical-density colours).
+_RGB_FROM_HED = np.array(
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float64
+)
+_RGB_FROM_HED[2] = np.cross(_RGB_FROM_HED[0], _RGB_FROM_HED[1])
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+_LOG_ADJUST = math.log(1e-6)  # skimage's scale: stains = log(rgb) / log(1e-6) @ hed_from_rgb
+
+
+@dataclass(frozen=True)
+class ColourJitter:
+    """Strengths of the colour augmentation (see the module docstring); 0/1 switch a part
+    off."""
+
+    hed_scale: float = 1.35
+    hed_shift: float = 0.03
+    hue: float = 25.0
+    saturation: float = 1.4
+    permute: float = 0.25
+
+    def to_card(self) -> dict[str, Any]:
+        """JSON-able description for the model card."""
+        return {"type": "stain-jitter (HED, hue, saturation, channel permutation)", **asdict(self)}
+
+    def __call__(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Colour-jittered copy of a (B, 3, H, W) batch on the 0-255 scale."""
+        b = clean.shape[0]
+        u = torch.rand((b, 9), generator=generator, dtype=torch.float64).float()
+        perm_u = torch.rand((b,), generator=generator, dtype=torch.float64).float()
+        perms = torch.randint(0, 6, (b,), generator=generator)
+        log_s = math.log(self.hed_scale)
+        scale = torch.exp((2 * u[:, 0:3] - 1) * log_s)
+        shift = (2 * u[:, 3:6] - 1) * self.hed_shift
+        hue = (2 * u[:, 6] - 1) * math.radians(self.hue)
+        sat = torch.exp((2 * u[:, 7] - 1) * math.log(self.saturation))
+        out = apply_shift(clean, scale, shift, hue, sat)
+        orders = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])[
+            perms
+        ]
+        do = perm_u < self.permute
+        for i in torch.nonzero(do).flatten().tolist():
+            out[i] = out[i, orders[i]]
+        return out
+
+
+def apply_shift(
+    rgb: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    hue: torch.Tensor,
+    saturation: torch.Tensor,
+) -> torch.Tensor:
+    """Apply per-sample HED scale/shift (B, 3), hue rotation (B,, radians) and saturation
+    (B,) to a (B, 3, H, W) batch on the 0-255 scale; the result is clipped to 0-255."""
+    x = rgb.double().clamp(1.0, 255.0) / 255.0
+    b, _, h, w = x.shape
+    flat = x.permute(0, 2, 3, 1).reshape(b, -1, 3)
+    hed_from_rgb = torch.from_numpy(_HED_FROM_RGB)
+    rgb_from_hed = torch.from_numpy(_RGB_FROM_HED)
+    stains = (torch.log(flat) / _LOG_ADJUST) @ hed_from_rgb
+    stains = stains * scale.double()[:, None, :] + shift.double()[:, None, :]
+    flat = torch.exp((stains * _LOG_ADJUST) @ rgb_from_hed).clamp(0.0, 1.0)
+    # Hue rotation about the gray axis (Rodrigues) and saturation about the pixel's gray.
+    k = torch.full((3,), 1 / math.sqrt(3.0), dtype=torch.float64)
+    kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=torch.float64)
+    cos, sin = torch.cos(hue.double()), torch.sin(hue.double())
+    eye = torch.eye(3, dtype=torch.float64)
+    outer = torch.outer(k, k)
+    rot = cos[:, None, None] * eye + sin[:, None, None] * kx + (1 - cos)[:, None, None] * outer
+    flat = flat @ rot.transpose(1, 2)
+    gray = flat.mean(dim=2, keepdim=True)
+    flat = gray + saturation.double()[:, None, None] * (flat - gray)
+    out = flat.clamp(0.0, 1.0).reshape(b, h, w, 3).permute(0, 3, 1, 2) * 255.0
+    return out.to(rgb.dtype).contiguous()
+
+
+#: The fixed colour shifts of the stain-robustness validation: (name, HED scale, HED
+#: shift, hue degrees, saturation, channel order).
+VALIDATION_SHIFTS: tuple[tuple[str, tuple, tuple, float, float, tuple], ...] = (
+    ("more haematoxylin", (1.3, 0.85, 1.0), (0.0, 0.0, 0.0), 0.0, 1.0, (0, 1, 2)),
+    ("more eosin", (0.8, 1.3, 1.0), (0.0, 0.02, 0.0), 0.0, 1.0, (0, 1, 2)),
+    ("hue +20", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), 20.0, 1.0, (0, 1, 2)),
+    ("hue -20, paler", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), -20.0, 0.75, (0, 1, 2)),
+    ("DAB-brown", (0.9, 0.8, 1.0), (0.0, 0.0, 0.05), 0.0, 1.1, (0, 1, 2)),
+    ("swapped channels", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), 0.0, 1.0, (2, 1, 0)),
+)
+
+
+def colour_shifted_copies(rgb: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The fixed colour-shifted versions (``VALIDATION_SHIFTS``) of one clean (H, W, 3)
+    image on the 0-255 scale, as float32 arrays: the stain-robustness validation set."""
+    t = torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    out = []
+    for name, scale, shift, hue, sat, order in VALIDATION_SHIFTS:
+        y = apply_shift(
+            t,
+            torch.tensor([scale]),
+            torch.tensor([shift]),
+            torch.tensor([math.radians(hue)]),
+            torch.tensor([sat]),
+        )[0][list(order)]
+        out.append((name, y.permute(1, 2, 0).numpy().astype(np.float32)))
+    return out

@@ -1,0 +1,85 @@
+"""A CPU-efficient denoiser: pixel-unshuffle, a residual body at half resolution, shuffle.
+
+FFDNet's design (Zhang et al. 2018) without its noise-level map: the image is split into
+its four half-resolution sub-images (``pixel_unshuffle``), a plain 3x3 convolutional body
+works on them, and ``pixel_shuffle`` puts the predicted noise back at full resolution; the
+estimate is ``y - r`` (residual learning, as seeds 000 and 001). At a quarter of the
+pixels per convolution it costs about a quarter of a full-resolution body of the same
+depth and width. Our additions, chosen by the study in ``docs/benchmarks.md``: the middle
+convolutions are grouped into residual blocks (conv-ReLU-conv + identity, as EDSR), which
+trains faster than FFDNet's plain chain on our short CPU budgets, and the last
+convolution starts at zero so an untrained model is the identity. No batch norm, so
+inference does not depend on the batch and nothing needs folding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ShuffleConfig:
+    """Size of the pixel-unshuffle denoiser.
+
+    ``depth`` counts every 3x3 convolution (head, body and tail; FFDNet uses 15 for gray
+    images); ``features`` is the body width; ``residual`` groups the body convolutions in
+    pairs with identity skips (otherwise a plain conv-ReLU chain, FFDNet's body).
+    """
+
+    features: int = 64
+    depth: int = 12
+    residual: bool = True
+
+
+class _Block(nn.Module):
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
+        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class ShuffleGenerator(nn.Module):
+    """Predicts the noise of ``y`` at half resolution and returns ``y - r``."""
+
+    size_multiple = 2
+
+    def __init__(self, channels: int = 1, config: ShuffleConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ShuffleConfig()
+        f, depth = int(self.config.features), int(self.config.depth)
+        if f < 1 or depth < 3:
+            raise ValueError(
+                f"shuffle needs features >= 1 and depth >= 3, got features={f}, depth={depth}."
+            )
+        self.channels = channels
+        sub = 4 * channels
+        self.head = nn.Sequential(nn.Conv2d(sub, f, 3, padding=1), nn.ReLU(inplace=True))
+        n_body = depth - 2
+        layers: list[nn.Module] = []
+        if self.config.residual:
+            layers += [_Block(f) for _ in range(n_body // 2)]
+            if n_body % 2:
+                layers += [nn.Conv2d(f, f, 3, padding=1), nn.ReLU(inplace=True)]
+        else:
+            for _ in range(n_body):
+                layers += [nn.Conv2d(f, f, 3, padding=1), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.tail = nn.Conv2d(f, sub, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context on each side that influence one output pixel."""
+        return 2 * int(self.config.depth) + 2
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        r = self.tail(self.body(self.head(F.pixel_unshuffle(y, 2))))
+        return y - F.pixel_shuffle(r, 2).to(y.dtype)

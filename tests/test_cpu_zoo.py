@@ -1,0 +1,248 @@
+"""The CPU zoo's building blocks: bf16 autocast detection, the pixel-unshuffle generator,
+correlated camera noise, stain augmentation, mixed-source recipes, cosine schedules,
+warm starts (MSE pre-training for the WGAN twin) and CPU-time budgets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import skimage.io
+import torch
+
+from napari_wgan_denoise import create_model, denoise, load_model
+from napari_wgan_denoise.cli import main
+from napari_wgan_denoise.data.colour import (
+    VALIDATION_SHIFTS,
+    ColourJitter,
+    apply_shift,
+    colour_shifted_copies,
+)
+from napari_wgan_denoise.data.noise import PoissonGaussianNoise, correlate, parse_noise
+from napari_wgan_denoise.data.recipes import build_source
+from napari_wgan_denoise.inference import devices
+from napari_wgan_denoise.training import TrainConfig, Trainer, learning_rate
+
+
+# -- precision --------------------------------------------------------------------------
+def test_use_bf16_follows_the_cpu_and_the_overrides(monkeypatch):
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    monkeypatch.delenv(devices.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(devices, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert devices.use_bf16(cpu) is True
+    assert devices.use_bf16(cpu, "fp32") is False
+    assert devices.use_bf16(mps, "bf16") is False
+    monkeypatch.setattr(devices, "_cpu_flags", lambda: {"avx2"})
+    assert devices.use_bf16(cpu) is False
+    assert devices.use_bf16(cpu, "bf16") is True
+    assert devices.use_bf16(cuda) is True
+    monkeypatch.setenv(devices.PRECISION_ENV, "fp32")
+    assert devices.use_bf16(cuda) is False
+    with pytest.raises(ValueError, match="precision must be one of"):
+        devices.use_bf16(cpu, "fp8")
+
+
+def test_bf16_and_fp32_denoise_agree(rng):
+    model = create_model("shuffle", channels=1, features=16, depth=5)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    img = rng.normal(100, 20, (64, 80)).astype(np.float32)
+    a = denoise(img, model, precision="fp32")
+    b = denoise(img, model, precision="bf16")
+    span = float(img.max() - img.min())
+    assert not np.array_equal(a, b)  # bf16 really ran
+    assert np.abs(a - b).max() < 0.01 * span
+
+
+# -- the pixel-unshuffle generator --------------------------------------------------------
+@pytest.mark.parametrize("residual", [True, False])
+def test_shuffle_generator_starts_as_identity_and_has_honest_radius(residual):
+    model = create_model("shuffle", channels=3, features=8, depth=5, residual=residual)
+    net = model.network.eval()
+    x = torch.rand(1, 3, 48, 48)
+    assert torch.equal(net(x), x)  # zero-initialised tail
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    radius = net.receptive_radius
+    x = torch.rand(1, 3, 32, 4 * radius + 16)
+    x2 = x.clone()
+    k = 10
+    x2[..., :k] = 0  # change the first k columns only
+    y0, y2 = net(x), net(x2)
+    assert torch.allclose(y2[..., k + radius :], y0[..., k + radius :])
+    assert not torch.allclose(y2[..., k : k + 2], y0[..., k : k + 2])
+
+
+def test_shuffle_rejects_a_bad_config():
+    with pytest.raises(ValueError, match="depth >= 3"):
+        create_model("shuffle", channels=1, depth=2)
+
+
+# -- correlated noise ----------------------------------------------------------------------
+@pytest.mark.parametrize("rho", [0.0, 0.3, 0.6])
+def test_correlate_gives_the_neighbour_correlation_and_keeps_variance(rho):
+    z = torch.randn(2, 1, 192, 192, generator=torch.Generator().manual_seed(1))
+    c = correlate(z, torch.full((2,), rho))
+    var = float(c.var())
+    assert abs(var - 1) < 0.05
+    horizontal = float((c[..., 1:] * c[..., :-1]).mean()) / var
+    vertical = float((c[..., 1:, :] * c[..., :-1, :]).mean()) / var
+    assert abs(horizontal - rho) < 0.03 and abs(vertical - rho) < 0.03
+
+
+def test_correlated_spec_round_trips_and_plain_spec_is_unchanged():
+    spec = "poisson-gaussian:peak=2-1000,read=0-0.03,corr=0-0.7,corr_p=0.5"
+    model = parse_noise(spec)
+    assert str(model) == spec and model == parse_noise(str(model))
+    assert model.to_card()["correlation"] == [0.0, 0.7]
+    plain = parse_noise("poisson-gaussian:peak=5-500,read=0-0.05")
+    assert "correlation" not in plain.to_card() and "corr" not in str(plain)
+    with pytest.raises(ValueError, match="corr"):
+        PoissonGaussianNoise(corr=0.9)
+
+
+# -- stain augmentation --------------------------------------------------------------------
+def test_colour_jitter_is_seeded_and_in_range():
+    x = torch.rand(4, 3, 32, 32) * 200 + 30
+    a = ColourJitter()(x, torch.Generator().manual_seed(3))
+    b = ColourJitter()(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert float(a.min()) >= 0 and float(a.max()) <= 255
+    assert float((a - x).abs().mean()) > 1  # it changes the colours
+    same = apply_shift(x, torch.ones(4, 3), torch.zeros(4, 3), torch.zeros(4), torch.ones(4))
+    assert float((same - x).abs().max()) < 0.01
+
+
+def test_colour_shifted_copies_are_fixed():
+    img = np.random.default_rng(0).uniform(40, 230, (24, 24, 3)).astype(np.float32)
+    one, two = colour_shifted_copies(img), colour_shifted_copies(img)
+    assert [n for n, _ in one] == [s[0] for s in VALIDATION_SHIFTS]
+    for (_, a), (_, b) in zip(one, two):
+        assert a.shape == img.shape and np.array_equal(a, b)
+
+
+# -- recipes ---------------------------------------------------------------------------------
+@pytest.fixture
+def folders(tmp_path):
+    yy, xx = np.mgrid[:48, :48]
+    gray, rgb = tmp_path / "gray", tmp_path / "rgb"
+    gray.mkdir()
+    rgb.mkdir()
+    for i in range(4):
+        g = 128 + 90 * np.sin(xx / (3 + i)) * np.cos(yy / 4)
+        skimage.io.imsave(gray / f"{i}.png", g.astype(np.uint8), check_contrast=False)
+        c = np.stack([g, 255 - g, np.full_like(g, 120.0)], -1)
+        skimage.io.imsave(rgb / f"{i}.png", c.astype(np.uint8), check_contrast=False)
+    big = np.stack([128 + 60 * np.sin(xx / 5 + z) for z in range(12)]).astype(np.uint16)
+    skimage.io.imsave(gray / "stack.tif", big, check_contrast=False)
+    return gray, rgb
+
+
+def test_recipe_mixes_sources_and_balances_files(folders):
+    gray, rgb = folders
+    pg = "poisson-gaussian:peak=5-500,read=0-0.02,corr=0-0.6"
+    source = build_source(
+        {
+            "sources": [
+                {"clean": str(gray), "noise": pg, "weight": 3, "balance": "files"},
+                {"clean": str(gray), "noise": "poisson-gaussian", "weight": 1},
+            ]
+        }
+    )
+    assert source.weights == [0.75, 0.25]
+    first = source.sources[0]
+    probs = np.diff(np.concatenate([[0.0], first._cumulative]))
+    by_file: dict[str, float] = {}
+    for plane, p in zip(first._train, probs):
+        by_file[plane.group] = by_file.get(plane.group, 0.0) + p
+    assert np.allclose(list(by_file.values()), 1.0)  # each file equally likely
+    noisy, clean = source.sample(8, 32, torch.Generator().manual_seed(0))
+    assert noisy.shape == clean.shape == (8, 1, 32, 32)
+    assert source.describe()["sources"][0]["balance"] == "files"
+
+
+def test_recipe_colour_jitter_and_errors(folders):
+    gray, rgb = folders
+    source = build_source({"clean": str(rgb), "noise": "gaussian:25", "colour_jitter": True})
+    assert source.describe()["augment"]["hed_scale"] == ColourJitter().hed_scale
+    noisy, clean = source.sample(4, 32, torch.Generator().manual_seed(0))
+    assert clean.shape == (4, 3, 32, 32) and float(clean.max()) <= 1.0
+    with pytest.raises(ValueError, match="RGB"):
+        build_source({"clean": str(gray), "noise": "gaussian:25", "colour_jitter": True})
+    with pytest.raises(ValueError, match="unknown key"):
+        build_source({"sources": [{"clean": str(gray), "noise": "gaussian", "wieght": 2}]})
+    with pytest.raises(ValueError, match="colour_jitter setting"):
+        build_source({"clean": str(rgb), "noise": "gaussian", "colour_jitter": {"hues": 3}})
+
+
+# -- schedule, warm start, CPU budget --------------------------------------------------------
+def test_cosine_schedule_runs_from_lr_to_lr_final():
+    cfg = TrainConfig(iterations=100, lr=1e-3, lr_final=1e-5, lr_schedule="cosine")
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert learning_rate(cfg, 100) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear").validate()
+
+
+def _cfg(**kw):
+    base = dict(
+        architecture="shuffle",
+        arch_config={"features": 8, "depth": 3},
+        critic_config={"features": 4, "max_features": 16},
+        iterations=6,
+        batch_size=2,
+        patch_size=32,
+        val_every=3,
+        checkpoint_every=3,
+        keep_checkpoints=[3],
+        lr=1e-3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_wgan_twin_warm_starts_from_the_mse_run(folders, tmp_path):
+    gray, _ = folders
+    source = build_source({"clean": str(gray), "noise": "gaussian:25"})
+    mse = Trainer(_cfg(loss="mse"), source, checkpoint_dir=tmp_path / "mse")
+    mse.run()
+    assert (tmp_path / "mse" / "iter-3.json").is_file()
+    twin = Trainer(_cfg(loss="wgan"), source, checkpoint_dir=tmp_path / "wgan")
+    twin.warm_start(tmp_path / "mse" / "iter-3")
+    assert twin.iteration == 3
+    model = twin.run()
+    assert twin.iteration == 6
+    training = model.card["training"]
+    assert training["warm_start"]["iteration"] == 3 and training["iterations"] == 6
+    assert training["cpu_time_s"] > 0
+    curve = model.card["learning_curve"]
+    assert [c["iteration"] for c in curve] == [3, 6]  # the MSE part and the twin's own
+    assert [c.get("loss") for c in curve] == ["mse", "wgan"]
+    wrong = Trainer(_cfg(loss="wgan", patch_size=48), source)
+    with pytest.raises(ValueError, match="patch_size"):
+        wrong.warm_start(tmp_path / "mse" / "iter-3")
+
+
+def test_cpu_budget_stops_with_a_checkpoint_and_resume_finishes(folders, tmp_path, capsys):
+    gray, _ = folders
+    out = tmp_path / "m"
+    argv = [
+        "train", "-o", str(out), "--clean", str(gray), "--noise", "gaussian:25",
+        "--architecture", "shuffle", "--arch-config", "features=8,depth=3",
+        "--loss", "mse", "--iterations", "5", "--batch-size", "2", "--patch-size", "32",
+        "--checkpoint-every", "100", "--val-every", "100", "--precision", "fp32", "-q",
+    ]  # fmt: skip
+    assert main([*argv, "--cpu-budget", "0"]) == 0
+    assert "CPU budget" in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
+    last = tmp_path / "m-checkpoints" / "last.json"
+    assert json.loads(last.read_text())["iteration"] == 0
+    assert main([*argv, "--resume", str(last.with_suffix(""))]) == 0
+    card = load_model(out).card
+    assert card["training"]["iterations"] == 5 and card["training"]["precision"] == "fp32"
