@@ -83,6 +83,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     val_every: int = 500
     keep_checkpoints: list[int] = field(default_factory=list)
+    grad_clip: float | None = None
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work, naming the setting."""
@@ -160,6 +161,7 @@ class TrainState:
     wasserstein: float = float("nan")
     gp: float = float("nan")
     perceptual: float = float("nan")
+    grad_norm: float = float("nan")
     val_psnr: float | None = None
     elapsed: float = 0.0
     cpu_time: float = 0.0
@@ -435,6 +437,9 @@ class Trainer:
             state["adv"] = adv.item()
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
+        if cfg.grad_clip:  # a guard against the rare huge step that undoes a run
+            norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.grad_clip)
+            state["grad_norm"] = float(norm)
         self.opt_g.step()
         self.iteration += 1
         return TrainState(
