@@ -20,6 +20,7 @@ from napari.utils.transforms import Affine
 
 from ..inference.lazy import ome_image_path
 from ..models.registry import list_models
+from ._choices import kind
 from ._masks import is_mask_layer, mask_from_layer, roi_mask
 
 #: Key under which output layers record how they were made, in ``layer.metadata``.
@@ -335,9 +336,9 @@ def prepare_finetune(
             "level as a plain image layer to fine-tune on it."
         )
     if other is not None and layer_channels(other) != layer_channels(layer):
-        kinds = ("RGB", "gray") if layer.rgb else ("gray", "RGB")
         raise ValueError(
-            f"Layer {other.name!r} is {kinds[0]} but {layer.name!r} is {kinds[1]}; "
+            f"Layer {other.name!r} is {kind(layer_channels(other))} but {layer.name!r} is "
+            f"{kind(layer_channels(layer))}; "
             "the clean/reference layer must have the same kind of channels."
         )
     clean = references = None
