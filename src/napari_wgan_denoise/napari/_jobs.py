@@ -71,6 +71,23 @@ class LayerJob:
         """Load the selected data as a numpy array (call from the worker thread)."""
         return np.asarray(self.source[self.index])
 
+    @property
+    def selected_shape(self) -> tuple[int, ...]:
+        """The shape of the selected data (the output's shape)."""
+        return tuple(len(range(*s.indices(n))) for s, n in zip(self.index, self.shape))
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """Height and width of the YX planes."""
+        shape = self.shape[:-1] if self.rgb else self.shape
+        return int(shape[-2]), int(shape[-1])
+
+    @property
+    def planes(self) -> int:
+        """How many YX planes the selection holds."""
+        shape = self.selected_shape[:-1] if self.rgb else self.selected_shape
+        return int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
+
     def output_name(self, name: str) -> str:
         """``name``, plus the plane for a current-slice job."""
         if self.slice_at is not None:
@@ -210,7 +227,7 @@ def prepare_reference(reference: Image, job: LayerJob) -> ReferenceJob:
     shape = tuple(np.shape(reference.data))
     if shape == job.shape:
         return ReferenceJob(reference.name, reference.data, job.index)
-    out_shape = tuple(len(range(*s.indices(n))) for s, n in zip(job.index, job.shape))
+    out_shape = job.selected_shape
     if [n for n in shape if n != 1] == [n for n in out_shape if n != 1]:
         # e.g. a 2D clean image for the current plane of a stack: reshaped when read
         return ReferenceJob(reference.name, reference.data, (slice(None),) * len(shape))
