@@ -151,8 +151,12 @@ def _run_recording(qtbot, widget, on_step=None):
         if on_step is not None:
             on_step(step)
 
-    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT_MS) as blocker:
-        widget.run().yielded.connect(record)
+    widget.progressed.connect(record)  # before the start: the first events included
+    try:
+        with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT_MS) as blocker:
+            widget.run()
+    finally:
+        widget.progressed.disconnect(record)
     return blocker.args[0], steps
 
 

@@ -3,7 +3,7 @@ every widget's form lives in."""
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
     QFormLayout,
     QFrame,
@@ -59,12 +59,32 @@ class Foldout(QWidget):
         self.body.setVisible(open_)
 
 
+class _FormScroll(QScrollArea):
+    """A vertical scroll area that is never narrower than its form plus the scroll bar
+    (so the dock does not need a horizontal scroll bar) but may be much shorter."""
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        """The form's minimum width (plus the vertical scroll bar); a few rows' height."""
+        hint = super().minimumSizeHint()
+        content = self.widget()
+        if content is not None:
+            width = content.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+            hint.setWidth(max(hint.width(), width + 2 * self.frameWidth()))
+        return hint
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        """The form's own size (plus the vertical scroll bar)."""
+        hint = super().sizeHint()
+        return hint.expandedTo(QSize(self.minimumSizeHint().width(), 0))
+
+
 def scrolling(content: QWidget, parent: QWidget | None = None) -> QScrollArea:
     """A frameless vertical scroll area around ``content``: the dock can be shorter than
     the form, which then scrolls instead of pushing the controls off-screen."""
-    area = QScrollArea(parent)
+    area = _FormScroll(parent)
     area.setWidget(content)
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
     return area

@@ -28,7 +28,7 @@ class ChoiceBox(QComboBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
+        self.setMinimumContentsLength(10)
         self._auto_tip: str | None = None
         self.currentIndexChanged.connect(self._tip_full_text)
 
@@ -186,7 +186,7 @@ class ChoicePicker(ChoiceBox):
         self.empty_text = empty_text
         self._model = QStandardItemModel(self)
         self.setModel(self._model)
-        self.setMinimumContentsLength(16)
+        self.setMinimumContentsLength(12)
         self.currentIndexChanged.connect(self._update_tooltip)
         self.refresh()
 

@@ -70,6 +70,9 @@ class RunnerWidget(QWidget):
 
     #: Emitted in the main thread when a run ends: "done", "cancelled" or "error".
     run_finished = Signal(str)
+    #: Emitted in the main thread with each :class:`~._bridge.Progress` event the widget
+    #: takes in (connect before starting to see them all, the first warnings included).
+    progressed = Signal(object)
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -107,10 +110,10 @@ class RunnerWidget(QWidget):
             "tiles under about twice the overlap make runs much slower; the result does "
             "not depend on it."
         )
-        self.current_slice = QCheckBox("current slice only (quick preview)", self)
+        self.current_slice = QCheckBox("current slice only", self)
         self.current_slice.setToolTip(
-            "Denoise only the YX plane shown at the sliders' position; the result is placed "
-            "at that plane and named '... (slice i, j)'."
+            "A quick preview: denoise only the YX plane shown at the sliders' position; the "
+            "result is placed at that plane and named '... (slice i, j)'."
         )
 
         self.run_button = QPushButton("Run", self)
@@ -332,6 +335,7 @@ class RunnerWidget(QWidget):
         bar = self._pbar  # updating the bar may process events, even this run's end
         if self.worker is None or bar is None or self.closed.is_set():
             return
+        self.progressed.emit(step)
         if step.warning:
             self.warn(step.warning)
         if message and not (self._cancel is not None and self._cancel.is_set()):
