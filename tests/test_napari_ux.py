@@ -297,3 +297,26 @@ def test_narrow_docks_elide_instead_of_cutting(make_napari_viewer, qtbot):
     assert metric_text == "val. MSE to base 0.00456"
     width = plot.fontMetrics().horizontalAdvance(f"{loss_text}  {metric_text}")
     assert width <= plot.width() - 8  # the legend fits a narrow dock uncut
+
+
+def test_finetune_run_checks_the_name_before_training(make_napari_viewer, rng):
+    from napari_wgan_denoise.napari._bridge import drive
+    from napari_wgan_denoise.napari._jobs import prepare_finetune
+    from napari_wgan_denoise.napari._runs import run_finetune
+
+    viewer = make_napari_viewer()
+    noisy, clean = _stack(rng, n=2, size=64)
+    layer = viewer.add_image(noisy, name="noisy")
+    other = viewer.add_image(clean, name="clean")
+    job = prepare_finetune(
+        layer,
+        mode="paired",
+        base="gray-mse-fast",
+        name="gray-wgan-fast",  # a shipped model's name: refused before any training
+        other=other,
+        options={"iterations": 1000, "patch_size": 32, "batch_size": 2},
+    )
+    seen = []
+    with pytest.raises(ValueError, match="gray-wgan-fast"):
+        drive(run_finetune(job), lambda fraction, message: seen.append(fraction))
+    assert all(fraction == 0.0 for fraction in seen)

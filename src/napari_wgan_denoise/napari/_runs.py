@@ -434,6 +434,7 @@ def _finetune_in_thread(
     unless ``discard`` was set meanwhile (helper thread)."""
     from ..training.finetune import FinetuneConfig, FinetuneData
     from ..training.finetune import run_finetune as finetune
+    from ..validation import check_model_name
 
     progress({"status": f"Loading {job.base} and {job.layer_name}"})
     base = load_model(job.base)
@@ -461,6 +462,8 @@ def _finetune_in_thread(
 
     options = {**job.options, "axis": job.axis, "name": job.name, "save": False}
     config = FinetuneConfig.from_options(job.mode, **options)
+    if job.name:  # saved here, not by the core: check the name before training, as it does
+        check_model_name(job.name, overwrite=config.overwrite)
     model = finetune(base, data, config, progress=on_progress, cancel=cancel)
     if discard is not None and discard.is_set():
         raise Cancelled("Fine-tuning was stopped with its widget closed; nothing was saved.")
