@@ -66,3 +66,19 @@ def no_shipped_models(tmp_path_factory, monkeypatch):
     empty = tmp_path_factory.mktemp("no_shipped")
     monkeypatch.setattr(registry, "SHIPPED_DIR", empty)
     return empty
+
+
+@pytest.fixture
+def notifications():
+    """Every napari notification dispatched during the test, as (severity, message)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def record(event):
+        note = event if hasattr(event, "severity") else event.value
+        seen.append((str(note.severity), str(note.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)

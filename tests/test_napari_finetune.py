@@ -26,22 +26,6 @@ def base(tiny_gray, tiny_unet):
     return "tiny-mse"
 
 
-@pytest.fixture
-def notifications():
-    """Every napari notification dispatched during the test, as (severity, message)."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def record(event):
-        note = event if hasattr(event, "severity") else event.value
-        seen.append((str(note.severity), str(note.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
 def _open(viewer, name=FINETUNE):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
     return widget

@@ -27,22 +27,6 @@ def models(tiny_gray, tiny_unet, tiny_rgb):
     return ["tiny-mse", "tiny-wgan", "tinyrgb-mse", "tinyrgb-wgan"]
 
 
-@pytest.fixture
-def notifications():
-    """Every napari notification dispatched during the test, as (severity, message)."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def record(event):
-        note = event if hasattr(event, "severity") else event.value
-        seen.append((str(note.severity), str(note.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
 def _open(viewer, name):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
     return widget
@@ -74,7 +58,8 @@ def test_denoise_widget_2d_uint16(make_napari_viewer, qtbot, models, rng):
     )
     widget = _open(viewer, DENOISE)
     assert widget.layer_picker.layer() is layer
-    assert widget.device_picker.itemText(0) == "auto"
+    assert widget.device_picker.itemData(0) == "auto"
+    assert widget.device_picker.itemText(0).startswith("auto (")  # what auto resolves to
     assert widget.model_picker.set_value("tiny-mse")
     widget.tile_size.setValue(64)
 

@@ -46,22 +46,6 @@ def models(no_shipped_models):
     return CASCADE
 
 
-@pytest.fixture
-def notifications():
-    """Every napari notification dispatched during the test, as (severity, message)."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def record(event):
-        note = event if hasattr(event, "severity") else event.value
-        seen.append((str(note.severity), str(note.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
 def _open(viewer):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, RESTORE)
     return widget
@@ -104,7 +88,8 @@ def test_labels_mask_restored_and_inpainted_layers(make_napari_viewer, qtbot, mo
     assert widget.layer_picker.layer() is layer
     assert widget.mask_picker.itemText(0) == "(none: deblur + denoise only)"
     assert widget.mask_picker.layer() is labels  # followed the new Labels layer
-    assert widget.device_picker.itemText(0) == "auto"
+    assert widget.device_picker.itemData(0) == "auto"
+    assert widget.device_picker.itemText(0).startswith("auto (")  # what auto resolves to
     widget.add_inpainted.setChecked(True)
 
     assert _run(qtbot, widget) == "done"
@@ -126,10 +111,10 @@ def test_labels_mask_restored_and_inpainted_layers(make_napari_viewer, qtbot, mo
     exp_restored, exp_inpainted = _expected(data, mask, return_inpainted=True)
     assert np.array_equal(restored.data, exp_restored)
     assert np.array_equal(inpainted.data, exp_inpainted)
-    # the input is untouched; the outputs sit just above it
+    # the input is untouched; the outputs sit just above it, the main result on top
     assert layer.data is data and np.array_equal(data, before)
     i = viewer.layers.index(layer)
-    assert list(viewer.layers)[i : i + 3] == [layer, restored, inpainted]
+    assert list(viewer.layers)[i : i + 3] == [layer, inpainted, restored]
     meta = restored.metadata["napari_wgan_denoise"]
     assert meta["model"] == CASCADE and meta["mask_layer"] == "holes"
     assert meta["output"] == "restored" and meta["settings"]["mask_pixels"] == int(mask.sum())

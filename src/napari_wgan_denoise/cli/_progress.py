@@ -33,12 +33,12 @@ def progress_bar(
     )
 
 
-def counting(bar: Any) -> Callable[[int, int], None]:
+def counting(bar: Any) -> Callable[[float, int], None]:
     """A ``progress(done, total)`` callback of the core that moves ``bar``."""
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: float, total: int) -> None:
         bar.total = total
-        bar.n = done
+        bar.n = int(done)  # whole tiles (the core reports fractions within a batch)
         bar.refresh()
 
     return progress

@@ -20,7 +20,7 @@ from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
 from .tiling import BLEND, count_tiles, round_up, run_tiled
 
-ProgressFn = Callable[[int, int], Any]
+ProgressFn = Callable[[float, int], Any]
 
 DEFAULT_TILE = {"cpu": 1024, "cuda": 1024, "mps": 512}
 PIXELS_PER_BATCH = {"cpu": 1 << 20, "cuda": 1 << 23, "mps": 1 << 21}
@@ -197,8 +197,10 @@ def denoise(
     a blend band), cross-faded and run in batches; the result does not depend on the tile
     size. ``device`` is ``"auto"`` (cuda, mps, cpu) or an explicit torch device; on running
     out of memory the batch, then the tile, is halved and the plane retried.
-    ``progress(done, total)`` is called as tiles finish; when ``cancel.is_set()`` becomes
-    true the call stops with :class:`~napari_wgan_denoise.errors.Cancelled`.
+    ``progress(done, total)`` is called as tiles finish (and, with a fractional ``done``,
+    while a batch of tiles runs); ``cancel`` is checked before every layer of the network,
+    and when ``cancel.is_set()`` becomes true the call stops with
+    :class:`~napari_wgan_denoise.errors.Cancelled`.
 
     ``precision`` is ``"auto"`` (half precision on CUDA, bf16 autocast on CPUs with native
     bf16, fp32 elsewhere; ``$NAPARI_WGAN_DENOISE_PRECISION`` overrides it), ``"bf16"`` or
@@ -263,6 +265,10 @@ def denoise(
         if progress is not None:
             progress(state["done"], state["total"])
 
+    def on_part(tiles: float) -> None:  # within a batch: progress moves on one-tile planes
+        if progress is not None:
+            progress(state["done"] + tiles, state["total"])
+
     if progress is not None:
         progress(0, state["total"])
     batch = batch_for(tile)
@@ -288,6 +294,7 @@ def denoise(
                         autocast=autocast,
                         on_batch=on_batch,
                         cancel=cancel,
+                        on_part=on_part,
                     )
                     break
                 except Cancelled:

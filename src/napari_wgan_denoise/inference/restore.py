@@ -128,6 +128,10 @@ def restore(
         if progress is not None:
             progress(state["done"], total)
 
+    def on_part(tiles: float) -> None:  # within a batch: progress moves on one-tile planes
+        if progress is not None:
+            progress(state["done"] + tiles, total)
+
     if progress is not None:
         progress(0, total)
     c = dmodel.channels
@@ -152,6 +156,7 @@ def restore(
                 on_batch=on_batch,
                 cancel=cancel,
                 out_channels=2 * c,
+                on_part=on_part,
             )
             outs = [(restored, y[c:])] + ([(inpainted, y[:c])] if inpainted is not None else [])
             for target, part in outs:

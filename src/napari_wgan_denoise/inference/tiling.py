@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,9 +101,15 @@ def run_tiled(
     on_batch: Callable[[int], None] | None = None,
     cancel: object | None = None,
     out_channels: int | None = None,
+    on_part: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Denoise one ``(C, Y, X)`` float32 plane tile by tile and return the blended result
     (with ``out_channels`` channels when the network's output has a different count).
+
+    ``on_batch(n)`` is called when ``n`` more tiles are done, ``on_part(tiles)`` while a
+    batch runs, with the (fractional) tiles of it done so far, so that progress moves even
+    when a plane is a single tile. ``cancel`` is checked before every layer of the network,
+    so a long batch stops within one layer's time (``Cancelled``).
 
     Every output pixel of a tile is computed with at least ``overlap - BLEND`` pixels of
     real (or mirrored) context, so when that exceeds the network's receptive radius the
@@ -128,42 +135,17 @@ def run_tiled(
     for j in range(px.n_tiles):
         sum_x[j * px.stride : j * px.stride + px.tile] += wx[j]
     coords = [(i, j) for i in range(py.n_tiles) for j in range(px.n_tiles)]
-    for start in range(0, len(coords), batch_size):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(
-                "Denoising was cancelled; the input is unchanged and no output was made."
-            )
-        chunk = coords[start : start + batch_size]
-        batch = np.stack(
-            [
-                padded[
-                    :,
-                    i * py.stride : i * py.stride + py.tile,
-                    j * px.stride : j * px.stride + px.tile,
-                ]
-                for i, j in chunk
-            ]
-        )
-        x = torch.from_numpy(batch)
-        if device.type == "cuda":
-            x = x.pin_memory().to(device, non_blocking=True)
-        else:
-            x = x.to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if autocast:
-            half = torch.float16 if device.type == "cuda" else torch.bfloat16
-            with torch.autocast(device_type=device.type, dtype=half):
-                y = network(x)
-        else:
-            y = network(x)
-        y = y.float().cpu().numpy()
-        for k, (i, j) in enumerate(chunk):
-            w = wy[i][:, None] * wx[j][None, :]
-            ys, xs = i * py.stride, j * px.stride
-            acc[:, ys : ys + py.tile, xs : xs + px.tile] += y[k] * w
-        if on_batch is not None:
-            on_batch(len(chunk))
+    with watched(network, cancel, on_part) as batch_started:
+        for start in range(0, len(coords), batch_size):
+            chunk = coords[start : start + batch_size]
+            batch_started(len(chunk))
+            y = _run_batch(network, padded, chunk, py, px, device, channels_last, autocast, cancel)
+            for k, (i, j) in enumerate(chunk):
+                w = wy[i][:, None] * wx[j][None, :]
+                ys, xs = i * py.stride, j * px.stride
+                acc[:, ys : ys + py.tile, xs : xs + px.tile] += y[k] * w
+            if on_batch is not None:
+                on_batch(len(chunk))
     del padded
     acc = acc[:, o : o + height, o : o + width]
     sum_x = sum_x[o : o + width]
@@ -174,9 +156,126 @@ def run_tiled(
     return acc
 
 
+def _cancelled() -> Cancelled:
+    return Cancelled("Denoising was cancelled; the input is unchanged and no output was made.")
+
+
+@contextmanager
+def watched(
+    network: nn.Module, cancel: object | None, on_part: Callable[[float], None] | None
+) -> Iterator[Callable[[int], None]]:
+    """Check ``cancel`` before every layer of ``network`` (raising ``Cancelled``) and report
+    ``on_part(tiles done in this batch)`` as the layers run; yields the function to call
+    with each batch's tile count before it runs. The hooks are removed on exit."""
+    if cancel is None and on_part is None:
+        yield lambda n: None
+        return
+    leaves = [m for m in network.modules() if next(m.children(), None) is None]
+    state = {"calls": 0, "tiles": 0, "reported": -1}
+    per_pass = max(len(leaves), 1)  # each layer runs about once per forward pass
+
+    def check(module: nn.Module, args: object) -> None:
+        if cancel is not None and cancel.is_set():  # type: ignore[attr-defined]
+            raise _cancelled()
+        if on_part is not None:
+            state["calls"] += 1
+            step = min(20 * state["calls"] // per_pass, 19)  # 5 % steps, never 100 %
+            if step != state["reported"]:
+                state["reported"] = step
+                on_part(state["tiles"] * step / 20)
+
+    def batch_started(tiles: int) -> None:
+        state.update(calls=0, tiles=tiles, reported=-1)
+
+    handles = [m.register_forward_pre_hook(check) for m in leaves]
+    try:
+        yield batch_started
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _run_batch(
+    network: nn.Module,
+    padded: np.ndarray,
+    chunk: list[tuple[int, int]],
+    py: AxisPlan,
+    px: AxisPlan,
+    device: torch.device,
+    channels_last: bool,
+    autocast: bool,
+    cancel: object | None,
+) -> np.ndarray:
+    """Run the network on the tiles ``chunk`` of the padded plane; their outputs."""
+    if cancel is not None and cancel.is_set():  # type: ignore[attr-defined]
+        raise _cancelled()
+    batch = np.stack(
+        [
+            padded[
+                :,
+                i * py.stride : i * py.stride + py.tile,
+                j * px.stride : j * px.stride + px.tile,
+            ]
+            for i, j in chunk
+        ]
+    )
+    x = torch.from_numpy(batch)
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    else:
+        x = x.to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if autocast:
+        half = torch.float16 if device.type == "cuda" else torch.bfloat16
+        with torch.autocast(device_type=device.type, dtype=half):
+            y = network(x)
+    else:
+        y = network(x)
+    return y.float().cpu().numpy()
+
+
 def count_tiles(height: int, width: int, tile: int, overlap: int, multiple: int) -> int:
     """How many tiles ``run_tiled`` will use for a plane of this size."""
     return (
         plan_axis(height, tile, overlap, multiple).n_tiles
         * plan_axis(width, tile, overlap, multiple).n_tiles
+    )
+
+
+def default_overlap(network: nn.Module, fallback_radius: int) -> int:
+    """The context each tile carries on every side by default: the network's receptive
+    radius (``fallback_radius`` when it does not say) plus the blending, rounded up to the
+    network's size multiple."""
+    radius = int(getattr(network, "receptive_radius", fallback_radius))
+    return round_up(radius + BLEND, int(getattr(network, "size_multiple", 1)))
+
+
+def tiled_pixels(height: int, width: int, tile: int, overlap: int, multiple: int) -> int:
+    """How many pixels the network processes for one plane (tiles with their overlap)."""
+    py, px = plan_axis(height, tile, overlap, multiple), plan_axis(width, tile, overlap, multiple)
+    return py.n_tiles * py.tile * px.n_tiles * px.tile
+
+
+def small_tile_warning(
+    plane: tuple[int, int], tile_size: int | None, auto_tile: int, overlap: int, multiple: int
+) -> str | None:
+    """Why a requested ``tile_size`` makes a run slow, or None: tiles of at most about
+    twice the ``overlap`` (context on each side: the model's receptive radius plus the
+    blending) are mostly overlap, so the network does several times the work of the
+    ``auto_tile`` default (the result is the same)."""
+    if not tile_size:
+        return None
+    height, width = plane
+    tile = max(round_up(tile_size, multiple), 2 * overlap + max(2 * BLEND, multiple))
+    mine = tiled_pixels(height, width, tile, overlap, multiple)
+    auto = tiled_pixels(height, width, max(auto_tile, tile), overlap, multiple)
+    if tile_size > 2 * overlap and mine <= 2 * auto:
+        return None
+    n_tiles = count_tiles(height, width, tile, overlap, multiple)
+    return (
+        f"Tile size {tile_size} px is small for this model: each tile carries {overlap} px "
+        f"of overlap on every side (its receptive radius plus blending), so a "
+        f"{height} x {width} plane takes {n_tiles} tiles, about {mine / auto:.0f}x the work "
+        f"of 'auto'. Use auto or at least {4 * overlap} px unless memory is short."
     )

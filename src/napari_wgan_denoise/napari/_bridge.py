@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from collections.abc import Callable, Generator
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 
-__all__ = ["AnyFlag", "Progress", "drive", "iter_progress", "scaled"]
+__all__ = ["AnyFlag", "Progress", "drive", "iter_progress", "scaled", "where"]
 
 
 class Progress(NamedTuple):
     """What every run yields: the fraction done in ``[0, 1]``, a message for the progress
-    bar and, for fine-tuning, the core's progress dicts that arrived since the last event
-    (loss, validation metric, ``"preview"`` as layer data, or ``"status"`` while loading)."""
+    bar, for fine-tuning the core's progress dicts that arrived since the last event
+    (loss, validation metric, ``"preview"`` as layer data, or ``"status"`` while loading)
+    and a ``warning`` for people (e.g. tiles too small, noise the model was not trained
+    for), shown once."""
 
     fraction: float
     message: str
     updates: tuple[dict[str, Any], ...] = ()
+    warning: str = ""
 
 
 class AnyFlag:
@@ -97,26 +101,47 @@ def iter_progress(
 
 
 def scaled(
-    gen: Generator[list[tuple[Any, ...]], None, Any], start: float, span: float, message: str
+    gen: Generator[list[tuple[Any, ...]], None, Any],
+    start: float,
+    span: float,
+    message: str,
+    planes: int | None = None,
 ) -> Generator[Progress, None, Any]:
-    """Map the ``(done, total)`` progress of ``iter_progress`` onto ``[start, start + span]``
-    as :class:`Progress` events with ``message``; returns what ``gen`` returns."""
+    """Map the ``(done, total)`` tile progress of ``iter_progress`` onto ``[start, start +
+    span]`` as :class:`Progress` events with ``message``, which says the plane and tile
+    being worked on when the run has ``planes`` planes; returns what ``gen`` returns."""
     while True:
         try:
             batch = next(gen)
         except StopIteration as stop:
             return stop.value
         done, total = batch[-1][:2]
-        yield Progress(start + span * (done / total if total else 1.0), message)
+        text = message
+        if planes and total:
+            text = f"{message}: {where(done, int(total), planes)}"
+        yield Progress(start + span * (done / total if total else 1.0), text)
+
+
+def where(done: float, total: int, planes: int) -> str:
+    """``"plane 2/5, tile 3/16"`` (or ``"tile 3/16"`` for one plane): the tile being worked
+    on when ``done`` of ``total`` tiles over ``planes`` planes are done."""
+    per_plane = max(-(-total // max(planes, 1)), 1)
+    current = min(int(done), total - 1) if total else 0
+    plane, tile = current // per_plane + 1, current % per_plane + 1
+    tiles = f"tile {tile}/{per_plane}"
+    return f"plane {min(plane, planes)}/{planes}, {tiles}" if planes > 1 else tiles
 
 
 def drive(gen: Generator[Progress, None, Any], progress: Callable[[float, str], Any] | None) -> Any:
     """Run one of the runs of :mod:`._runs` to the end in this thread, calling
-    ``progress(fraction, message)`` for each event; return its result."""
+    ``progress(fraction, message)`` for each event (its warnings become Python warnings,
+    which napari's console shows); return its result."""
     while True:
         try:
             event = next(gen)
         except StopIteration as stop:
             return stop.value
+        if event.warning:
+            warnings.warn(event.warning, UserWarning, stacklevel=2)
         if progress is not None:
             progress(event.fraction, event.message)

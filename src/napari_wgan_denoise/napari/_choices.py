@@ -8,7 +8,9 @@ modes and the names of their validation metrics.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from ..inference.devices import resolve_device
 from ..models.families import family_members, list_families
 from ..models.registry import ModelEntry, list_models, model_entries, user_models_dir
 
@@ -50,6 +52,19 @@ METRIC_LABELS: dict[str, tuple[str, bool]] = {
     "val_n2n_mse": ("validation Noise2Noise loss", False),
     "val_mse_to_surrogate": ("validation MSE to the base model's output", False),
 }
+
+
+def device_label(device: str) -> str:
+    """How the device picker shows ``device``: ``"auto"`` says what it resolves to here,
+    e.g. ``"auto (cpu)"`` or ``"auto (cuda:0)"``."""
+    if device != "auto":
+        return device
+    resolved = resolve_device("auto")
+    if resolved.type == "cuda" and resolved.index is None:
+        import torch
+
+        return f"auto (cuda:{torch.cuda.current_device()})"
+    return f"auto ({resolved})"
 
 
 def kind(channels: int | None) -> str:
@@ -101,19 +116,121 @@ def describe_entry(entry: ModelEntry) -> str:
 
 
 def entry_tooltip(entry: ModelEntry) -> str:
-    """Longer description of a registry model (architecture, source, card description)."""
-    card = entry.card
+    """Longer description of a registry model: architecture and source, then its card
+    (training noise, data, iterations, validation metrics) and its file."""
     lines = [
         f"{entry.name}: {entry.architecture}, {kind(entry.channels)}, "
         f"{entry.parameters:,} parameters, {entry.source} model",
     ]
     if entry.modality:
         lines.append(f"modality: {entry.modality}")
-    for key in ("description", "loss"):
-        if card.get(key):
-            lines.append(f"{key}: {card[key]}")
+    lines += card_lines(entry.card)
     lines.append(str(entry.path))
     return "\n".join(lines)
+
+
+def card_lines(card: dict[str, Any]) -> list[str]:
+    """What a model card says about how the model was trained, one line each: the noise,
+    the data, the iterations (and loss, time) and the validation metrics."""
+    lines = []
+    if card.get("description"):
+        lines.append(str(card["description"]))
+    if card.get("noise"):
+        lines.append(f"training noise: {describe_noise(card['noise'])}")
+    training, finetune = card.get("training") or {}, card.get("finetune") or {}
+    data = describe_data(training.get("data") or finetune.get("data"))
+    if data:
+        lines.append(f"data: {data}")
+    iterations = training.get("iterations") or finetune.get("iterations_run")
+    if iterations:
+        bits = [f"iterations: {iterations}"]
+        loss = training.get("loss") or (f"fine-tuned ({finetune['mode']})" if finetune else "")
+        if loss:
+            bits.append(f"loss {loss}")
+        wall = training.get("wall_time_s") or finetune.get("wall_time_s")
+        if wall:
+            device = training.get("device") or finetune.get("device") or "?"
+            bits.append(f"{float(wall) / 60:.0f} min on {device}")
+        lines.append(", ".join(bits))
+    metrics = describe_metrics(card.get("metrics") or {})
+    if metrics:
+        lines.append(f"validation metrics: {metrics}")
+    return lines
+
+
+def describe_noise(noise: dict[str, Any]) -> str:
+    """A card's noise model for people: its spec (``gaussian:0-55 on 0-255``), the
+    components of a mixture with their weights, or a restore model's degradations."""
+    if noise.get("components"):
+        weights = list(noise.get("weights") or [])
+        parts = []
+        for k, component in enumerate(noise["components"]):
+            share = f" ({weights[k]:.0%})" if k < len(weights) else ""
+            parts.append(describe_noise(component) + share)
+        return " + ".join(parts)
+    if noise.get("spec"):
+        scale = f" on {noise['scale']}" if noise.get("scale") else ""
+        return f"{noise['spec']}{scale}"
+    if noise.get("type") == "real":
+        return "real (paired noisy / clean acquisitions)"
+    parts = []
+    for key, value in noise.items():
+        if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, (int, float)) for v in value
+        ):
+            parts.append(f"{key} {value[0]:g}-{value[1]:g}")
+        elif isinstance(value, list):
+            parts.append(f"{key} {', '.join(map(str, value))}")
+        elif isinstance(value, (int, float, str)):
+            parts.append(f"{key} {value}")
+    return "; ".join(parts) or "?"
+
+
+def describe_data(data: Any) -> str:
+    """A card's training data in a few words (kind, images or planes for training and
+    validation, where from)."""
+    if not data:
+        return ""
+    if isinstance(data, str):
+        return data
+    bits = [str(data["kind"])] if data.get("kind") else []
+    images = data.get("images")
+    if isinstance(images, dict):
+        bits.append(", ".join(f"{n} {split}" for split, n in images.items()) + " images")
+    elif isinstance(data.get("files"), list):
+        bits.append(f"{len(data['files'])} files")
+    if data.get("planes"):
+        bits.append(f"{data['planes']} planes")
+    if data.get("clean"):
+        bits.append(f"from {str(data['clean']).rstrip('/').rsplit('/', 1)[-1]}")
+    return ", ".join(bits)
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """A card's validation metrics: PSNR of the output and of the input, or a fine-tuned
+    model's metric before and after."""
+    if "validation_metric" in metrics and "after" in metrics:
+        name = str(metrics["validation_metric"])
+        label = METRIC_LABELS.get(name, (name, True))[0]
+        after = format_metric(name, float(metrics["after"]))
+        if "before" not in metrics:
+            return f"{label} {after}"
+        return f"{label} {format_metric(name, float(metrics['before']))} → {after}"
+    psnr = [
+        f"{label} {float(metrics[key]):.2f} dB"
+        for key, label in PSNR_LABELS.items()
+        if isinstance(metrics.get(key), (int, float))
+    ]
+    return f"PSNR {', '.join(psnr)}" if psnr else ""
+
+
+#: The validation PSNRs a card's metrics may hold, and what they measure.
+PSNR_LABELS = {
+    "val_psnr": "output",
+    "val_cascade_psnr": "output",
+    "val_inpaint_psnr": "inpainting only",
+    "val_input_psnr": "input",
+}
 
 
 def _human_count(n: int) -> str:
@@ -151,10 +268,10 @@ def format_metric(name: str, value: float) -> str:
 
 
 def unique_model_name(stem: str) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``, ... if a model of that name exists."""
+    """The first of ``stem-1``, ``stem-2``, ... that names no model yet (the fine-tuning
+    widget's short default names, e.g. ``fluo-mse-fast-ft-paired-1``)."""
     names = set(list_models())
-    name, k = stem, 1
-    while name in names:
+    k = 1
+    while f"{stem}-{k}" in names:
         k += 1
-        name = f"{stem}-{k}"
-    return name
+    return f"{stem}-{k}"

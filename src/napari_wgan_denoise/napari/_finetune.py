@@ -11,7 +11,6 @@ Compare pickers and can be applied to the layer with one click.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,7 @@ class FinetuneWidget(RunnerWidget):
 
     **Fine-tune** starts the core ``finetune`` in a background worker; **Stop** ends it
     early and keeps the best weights so far. The new user model is named
-    ``"<base>-ft-<mode>-<time>"`` (or the name typed under *Save as*), refreshed into every
+    ``"<base>-ft-<mode>-<n>"`` (or the name typed under *Save as*), refreshed into every
     open Denoise and Compare picker, and **Apply to layer** denoises the picked layer with
     it (tile size and *current slice only* apply there).
     """
@@ -227,7 +226,7 @@ class FinetuneWidget(RunnerWidget):
             **self.train_options,
             "iterations": self.iterations.value(),
             "time_budget": minutes * 60.0 if minutes > 0 else None,
-            "device": self.device_picker.currentText() or "auto",
+            "device": self.device(),
             "preview_every": max(self.preview_every.value(), 1),
             "adversarial_weight": N2N_REFERENCE_WEIGHT if mode == "n2n" and other else None,
         }
@@ -246,7 +245,7 @@ class FinetuneWidget(RunnerWidget):
         if name:
             job.name = check_model_name(name)
         else:
-            job.name = unique_model_name(f"{base}-ft-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+            job.name = unique_model_name(f"{base}-ft-{mode}")
         return job
 
     def _start_job(self, cancel: threading.Event) -> Started:
@@ -261,7 +260,8 @@ class FinetuneWidget(RunnerWidget):
             refresh_model_pickers(self.viewer)
             self.base_picker.refresh()
 
-        return run_finetune, (job,), {"cancel": cancel}, on_result, job.description
+        kwargs = {"cancel": cancel, "discard": self.closed}
+        return run_finetune, (job,), kwargs, on_result, job.description
 
     def _start_apply(self, cancel: threading.Event) -> Started:
         layer, model = self.layer_picker.layer(), self.last_model
@@ -277,7 +277,7 @@ class FinetuneWidget(RunnerWidget):
         if not step.updates:  # Apply: a plain denoising run
             super()._on_step(step)
             return
-        if self.worker is None or self._job is None:
+        if self.worker is None or self._job is None or self.closed.is_set():
             return
         last: dict[str, Any] = {}
         preview = None

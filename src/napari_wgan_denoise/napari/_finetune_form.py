@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+from qtpy.QtWidgets import QDoubleSpinBox, QLineEdit, QSpinBox
 
 from ..training.finetune import N2N_REFERENCE_WEIGHT
 from ._choices import FINETUNE_MODES
 from ._masks import is_mask_layer
-from ._pickers import LayerPicker
+from ._pickers import ChoiceBox, LayerPicker
 from ._runner import add_row
 
 #: The label and tooltip of the clean / reference picker in each mode.
@@ -45,12 +45,12 @@ def build_form(widget: Any) -> None:
     preview interval and the new model's name."""
     viewer = widget.viewer
     widget.layer_picker = LayerPicker(viewer, parent=widget)
-    widget.mode_picker = QComboBox(widget)
+    widget.mode_picker = ChoiceBox(widget)
     for k, (value, label, tip) in enumerate(FINETUNE_MODES):
         widget.mode_picker.addItem(label, value)
         widget.mode_picker.setItemData(k, tip, Qt.ItemDataRole.ToolTipRole)
     widget.clean_picker = LayerPicker(viewer, allow_none=True, follow=False, parent=widget)
-    widget.axis_picker = QComboBox(widget)
+    widget.axis_picker = ChoiceBox(widget)
     widget.roi_picker = LayerPicker(
         viewer, allow_none=True, follow=False, accepts=is_mask_layer, parent=widget
     )
@@ -72,7 +72,7 @@ def build_form(widget: Any) -> None:
     widget.preview_every.setSpecialValueText("off")
     widget.preview_every.setSuffix(" iterations")
     widget.save_as = QLineEdit(widget)
-    widget.save_as.setPlaceholderText("automatic: <base>-ft-<mode>-<time>")
+    widget.save_as.setPlaceholderText("automatic: <base>-ft-<mode>-<n>")
 
     form = widget.form
     add_row(form, "Image:", widget.layer_picker, "The noisy image layer to learn from.")
@@ -100,6 +100,13 @@ def build_form(widget: Any) -> None:
     )
     add_row(
         form,
+        "Save as:",
+        widget.save_as,
+        "Name of the new user model (letters, digits, '-', '_', '.').",
+    )
+    form = widget.advanced.form  # folded away: most runs leave these alone
+    add_row(
+        form,
         "Time limit:",
         widget.time_limit,
         "Stop after this long and keep the best weights so far (none: no limit).",
@@ -110,10 +117,4 @@ def build_form(widget: Any) -> None:
         widget.preview_every,
         "Refresh the '<image> [fine-tune preview]' layer (the current slice denoised "
         "with the model being trained) this often.",
-    )
-    add_row(
-        form,
-        "Save as:",
-        widget.save_as,
-        "Name of the new user model (letters, digits, '-', '_', '.').",
     )

@@ -20,6 +20,7 @@ from napari.utils.transforms import Affine
 
 from ..inference.lazy import ome_image_path
 from ..models.registry import list_models
+from ._choices import kind
 from ._masks import is_mask_layer, mask_from_layer, roi_mask
 
 #: Key under which output layers record how they were made, in ``layer.metadata``.
@@ -69,6 +70,23 @@ class LayerJob:
     def read(self) -> np.ndarray:
         """Load the selected data as a numpy array (call from the worker thread)."""
         return np.asarray(self.source[self.index])
+
+    @property
+    def selected_shape(self) -> tuple[int, ...]:
+        """The shape of the selected data (the output's shape)."""
+        return tuple(len(range(*s.indices(n))) for s, n in zip(self.index, self.shape))
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """Height and width of the YX planes."""
+        shape = self.shape[:-1] if self.rgb else self.shape
+        return int(shape[-2]), int(shape[-1])
+
+    @property
+    def planes(self) -> int:
+        """How many YX planes the selection holds."""
+        shape = self.selected_shape[:-1] if self.rgb else self.selected_shape
+        return int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
 
     def output_name(self, name: str) -> str:
         """``name``, plus the plane for a current-slice job."""
@@ -209,7 +227,7 @@ def prepare_reference(reference: Image, job: LayerJob) -> ReferenceJob:
     shape = tuple(np.shape(reference.data))
     if shape == job.shape:
         return ReferenceJob(reference.name, reference.data, job.index)
-    out_shape = tuple(len(range(*s.indices(n))) for s, n in zip(job.index, job.shape))
+    out_shape = job.selected_shape
     if [n for n in shape if n != 1] == [n for n in out_shape if n != 1]:
         # e.g. a 2D clean image for the current plane of a stack: reshaped when read
         return ReferenceJob(reference.name, reference.data, (slice(None),) * len(shape))
@@ -335,9 +353,9 @@ def prepare_finetune(
             "level as a plain image layer to fine-tune on it."
         )
     if other is not None and layer_channels(other) != layer_channels(layer):
-        kinds = ("RGB", "gray") if layer.rgb else ("gray", "RGB")
         raise ValueError(
-            f"Layer {other.name!r} is {kinds[0]} but {layer.name!r} is {kinds[1]}; "
+            f"Layer {other.name!r} is {kind(layer_channels(other))} but {layer.name!r} is "
+            f"{kind(layer_channels(layer))}; "
             "the clean/reference layer must have the same kind of channels."
         )
     clean = references = None

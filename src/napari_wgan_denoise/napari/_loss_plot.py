@@ -5,13 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from qtpy.QtCore import QPointF
+from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ._choices import METRIC_LABELS, format_metric
 
 __all__ = ["LossPlot"]
+
+#: Short names of the validation metrics for the plot's legend (the widget's status
+#: line uses the long ones of ``METRIC_LABELS``).
+SHORT_METRIC_LABELS = {
+    "val_psnr": "val. PSNR",
+    "val_n2n_mse": "val. N2N loss",
+    "val_mse_to_surrogate": "val. MSE to base",
+}
 
 
 class LossPlot(QWidget):
@@ -31,9 +39,10 @@ class LossPlot(QWidget):
         self.setToolTip("Training loss (blue) and validation metric (orange) by iteration.")
         self.clear()
 
-    def clear(self, total: int = 1, metric: str = "") -> None:
-        """Forget the curves; the next run has ``total`` iterations and ``metric``."""
-        self.total = max(int(total), 1)
+    def clear(self, total: int = 0, metric: str = "") -> None:
+        """Forget the curves; the next run has ``total`` iterations (0: not known yet)
+        and ``metric``."""
+        self.total = max(int(total), 0)
         self.metric = metric
         self.loss: list[tuple[int, float]] = []
         self.values: list[tuple[int, float]] = []
@@ -68,8 +77,9 @@ class LossPlot(QWidget):
         ys = [v for _, v in pts]
         lo, hi = min(ys), max(ys)
         span = hi - lo if hi > lo else 1.0
+        total = max(self.total, 1)
         return [
-            QPointF(x0 + w * it / self.total, y0 + h - h * ((v - lo) / span if hi > lo else 0.5))
+            QPointF(x0 + w * it / total, y0 + h - h * ((v - lo) / span if hi > lo else 0.5))
             for it, v in pts
         ]
 
@@ -98,20 +108,32 @@ class LossPlot(QWidget):
             for p in metric_pts:
                 painter.drawEllipse(p, 2.5, 2.5)
         # legend with the latest values (top) and the iteration axis (bottom)
+        loss_text, metric_text = self.legend()
+        metrics = painter.fontMetrics()
         painter.setPen(self.LOSS_COLOR)
-        loss_text = f"loss {self.loss[-1][1]:.4g}" if self.loss else "loss"
         painter.drawText(QPointF(x0, line_h), loss_text)
-        if self.metric:
-            label = METRIC_LABELS.get(self.metric, (self.metric, True))[0]
-            if self.values:
-                label += f" {format_metric(self.metric, self.values[-1][1])}"
+        if metric_text:  # right-aligned; shortened with "…" rather than cut off
+            room = int(w - metrics.horizontalAdvance(loss_text + "  "))
+            shown = metrics.elidedText(metric_text, Qt.TextElideMode.ElideLeft, max(room, 0))
             painter.setPen(self.METRIC_COLOR)
-            right = x0 + w - painter.fontMetrics().horizontalAdvance(label)
-            painter.drawText(QPointF(max(right, x0 + w / 2), line_h), label)
+            painter.drawText(QPointF(x0 + w - metrics.horizontalAdvance(shown), line_h), shown)
         painter.setPen(text)
         bottom = self.height() - 4.0
-        painter.drawText(QPointF(x0, bottom), "0")
-        end = f"{self.total} iterations"
-        end_x = x0 + w - painter.fontMetrics().horizontalAdvance(end)
-        painter.drawText(QPointF(end_x, bottom), end)
+        if self.total:
+            painter.drawText(QPointF(x0, bottom), "0")
+            end = f"{self.total} iteration{'s' if self.total != 1 else ''}"
+            painter.drawText(QPointF(x0 + w - metrics.horizontalAdvance(end), bottom), end)
         painter.end()
+
+    def legend(self) -> tuple[str, str]:
+        """The two legend texts: the loss and the validation metric with their latest
+        values (the metric's short name; ``""`` when the run has none)."""
+        loss_text = f"loss {self.loss[-1][1]:.4g}" if self.loss else "loss"
+        if not self.metric:
+            return loss_text, ""
+        label = SHORT_METRIC_LABELS.get(self.metric) or METRIC_LABELS.get(
+            self.metric, (self.metric, True)
+        )[0]
+        if self.values:
+            label += f" {format_metric(self.metric, self.values[-1][1])}"
+        return loss_text, label

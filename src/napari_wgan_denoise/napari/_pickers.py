@@ -7,14 +7,71 @@ from typing import Any
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QStandardItem, QStandardItemModel
-from qtpy.QtWidgets import QComboBox, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QStyle,
+    QStyleOptionComboBox,
+    QStylePainter,
+    QWidget,
+)
 
 from ._jobs import METADATA_KEY, is_image_layer
 
-__all__ = ["ChoicePicker", "LayerPicker", "refresh_model_pickers"]
+__all__ = ["ChoiceBox", "ChoicePicker", "LayerPicker", "refresh_model_pickers"]
 
 
-class LayerPicker(QComboBox):
+class ChoiceBox(QComboBox):
+    """A combo box that never cuts its text: when the dock is too narrow the shown choice
+    ends in "…" (its full text is in the tooltip), and the open list is as wide as its
+    longest choice."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(10)
+        self._auto_tip: str | None = None
+        self.currentIndexChanged.connect(self._tip_full_text)
+
+    def _tip_full_text(self, index: int) -> None:
+        """Give the shown choice its full text as item tooltip, unless it has its own."""
+        if 0 <= index < self.count() and not self.itemData(index, Qt.ItemDataRole.ToolTipRole):
+            self.setItemData(index, self.itemText(index), Qt.ItemDataRole.ToolTipRole)
+        if not self.toolTip() or self.toolTip() == self._auto_tip:
+            self._auto_tip = self.currentText()
+            self.setToolTip(self._auto_tip)
+
+    def shown_text(self) -> str:
+        """The text drawn in the closed box: the current choice, elided to fit."""
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        field = self.style().subControlRect(
+            QStyle.ComplexControl.CC_ComboBox,
+            option,
+            QStyle.SubControl.SC_ComboBoxEditField,
+            self,
+        )
+        return self.fontMetrics().elidedText(
+            option.currentText, Qt.TextElideMode.ElideRight, field.width()
+        )
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        """Draw the box with the current choice elided to the room there is."""
+        painter = QStylePainter(self)
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
+        option.currentText = self.shown_text()
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
+
+    def showPopup(self) -> None:  # noqa: N802 (Qt name)
+        """Open the list at least as wide as its longest choice."""
+        view = self.view()
+        widest = view.sizeHintForColumn(0) if self.count() else 0
+        view.setMinimumWidth(widest + view.verticalScrollBar().sizeHint().width() + 8)
+        super().showPopup()
+
+
+class LayerPicker(ChoiceBox):
     """The viewer's Image layers, kept in step with the layer list.
 
     Choices follow layers being added, removed, moved and renamed; with ``follow=True``
@@ -43,8 +100,6 @@ class LayerPicker(QComboBox):
         self.accepts: Callable[[Any], bool] = accepts or is_image_layer
         self._layers: list[Any] = []
         self._refreshing = False
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
         events = viewer.layers.events
         for name in ("inserted", "removed", "moved", "reordered"):
             getattr(events, name).connect(self.refresh)
@@ -111,7 +166,7 @@ class LayerPicker(QComboBox):
             self.layer_changed.emit(self.layer())
 
 
-class ChoicePicker(QComboBox):
+class ChoicePicker(ChoiceBox):
     """A combo box of ``(value, label, tooltip, enabled)`` choices; disabled ones are grey
     and cannot be picked. ``source`` is called again each time the list opens; the picked
     choice is kept while it stays enabled, else ``preferred()`` or the first enabled one."""
@@ -131,8 +186,7 @@ class ChoicePicker(QComboBox):
         self.empty_text = empty_text
         self._model = QStandardItemModel(self)
         self.setModel(self._model)
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(16)
+        self.setMinimumContentsLength(12)
         self.currentIndexChanged.connect(self._update_tooltip)
         self.refresh()
 
@@ -199,7 +253,8 @@ class ChoicePicker(QComboBox):
         self.setToolTip(item.toolTip() if item is not None else "")
 
     def showPopup(self) -> None:  # noqa: N802 (Qt name)
-        """Re-scan (e.g. for models saved since) before the list opens."""
+        """Re-scan (e.g. for models saved since) before the list opens (as wide as its
+        longest choice)."""
         self.refresh()
         super().showPopup()
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from napari.qt.threading import create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Signal
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -35,17 +35,25 @@ from ..errors import Cancelled
 from ..inference import available_devices
 from ..inference.cache import ModelCache
 from ..models.families import default_model_for
-from ._bridge import Progress
-from ._choices import default_restore_model, kind, model_choices, no_model_message
+from ._bridge import AnyFlag, Progress
+from ._choices import (
+    default_restore_model,
+    device_label,
+    kind,
+    model_choices,
+    no_model_message,
+)
+from ._fold import Foldout, scrolling
 from ._jobs import layer_channels
-from ._pickers import ChoicePicker
+from ._pickers import ChoiceBox, ChoicePicker
 from ._runs import Outputs, Settings
 from ._viewer import add_outputs
 
 logger = logging.getLogger(__name__)
 
-#: napari progress bars count in thousandths of the whole run.
-PROGRESS_STEPS = 1000
+#: napari progress bars count in percent of the whole run (the description says which
+#: plane and tile).
+PROGRESS_STEPS = 100
 
 #: What ``_start_job`` returns: the run (a generator function), its positional and keyword
 #: arguments, what to do with its result in the main thread, and a description.
@@ -62,6 +70,9 @@ class RunnerWidget(QWidget):
 
     #: Emitted in the main thread when a run ends: "done", "cancelled" or "error".
     run_finished = Signal(str)
+    #: Emitted in the main thread with each :class:`~._bridge.Progress` event the widget
+    #: takes in (connect before starting to see them all, the first warnings included).
+    progressed = Signal(object)
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -74,11 +85,19 @@ class RunnerWidget(QWidget):
         self._pbar: progress | None = None
         self._outcome = "done"
 
+        #: Set when the widget is closed or its dock removed: the run stops and adds
+        #: nothing (no layer, no saved model, no preview); cleared when shown or docked
+        #: again while idle.
+        self.closed = threading.Event()
+        self.destroyed.connect(self.closed.set)  # not a method of self: runs after deletion
+        self._had_parent = parent is not None
+
         self.form = QFormLayout()
         self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
 
-        self.device_picker = QComboBox(self)
-        self.device_picker.addItems(available_devices())
+        self.device_picker = ChoiceBox(self)
+        for device in available_devices():
+            self.device_picker.addItem(device_label(device), device)
         self.device_picker.setToolTip("auto: CUDA, then Apple MPS, then CPU.")
         self.tile_size = QSpinBox(self)
         self.tile_size.setRange(0, 8192)
@@ -86,13 +105,15 @@ class RunnerWidget(QWidget):
         self.tile_size.setSpecialValueText("auto")
         self.tile_size.setSuffix(" px")
         self.tile_size.setToolTip(
-            "Tile edge in pixels; auto is 512 on CPU and 1024 on CUDA. Smaller tiles use "
-            "less memory; the result does not depend on it."
+            "Tile edge in pixels; auto picks one for the device. Smaller tiles use "
+            "less memory but overlap more (the model's receptive radius on each side), so "
+            "tiles under about twice the overlap make runs much slower; the result does "
+            "not depend on it."
         )
-        self.current_slice = QCheckBox("current slice only (quick preview)", self)
+        self.current_slice = QCheckBox("current slice only", self)
         self.current_slice.setToolTip(
-            "Denoise only the YX plane shown at the sliders' position; the result is placed "
-            "at that plane and named '... (slice i, j)'."
+            "A quick preview: denoise only the YX plane shown at the sliders' position; the "
+            "result is placed at that plane and named '... (slice i, j)'."
         )
 
         self.run_button = QPushButton("Run", self)
@@ -107,22 +128,36 @@ class RunnerWidget(QWidget):
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
         self.status.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        #: The last run's warnings (tiles too small, noise outside the model's training).
+        self.warning_label = QLabel("", self)
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #e0a030;")
+        self.warning_label.setVisible(False)
 
-        self.layout_ = QVBoxLayout(self)
+        # the form scrolls; Run / Cancel and the status stay in view below it
+        body = QWidget(self)
+        self.layout_ = QVBoxLayout(body)
+        self.layout_.setContentsMargins(0, 0, 0, 0)
         self.layout_.addLayout(self.form)
-        self.options_form = QFormLayout()
-        self.options_form.addRow("Device:", self.device_picker)
+        #: Options most runs leave alone, folded away: device, tile size, ...
+        self.advanced = Foldout("Advanced", body)
+        self.advanced.form.addRow("Device:", self.device_picker)
+        self.options_form = self.advanced.form
         self._place_run_options(self.options_form)
-        self.layout_.addLayout(self.options_form)
-        self.layout_.addLayout(buttons)
-        self.layout_.addWidget(self.status)
+        self.layout_.addWidget(self.advanced)
         self.layout_.addStretch(1)  # keep the controls together at the top of the dock
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        outer.addWidget(scrolling(body, self), 1)
+        outer.addLayout(buttons)
+        outer.addWidget(self.status)
+        outer.addWidget(self.warning_label)
 
     def _place_run_options(self, form: QFormLayout) -> None:
-        """Put the tile size and "current slice only" under the device (subclasses that use
-        them elsewhere override this)."""
+        """Put the tile size under the device and "current slice only" under the form
+        (subclasses that use them elsewhere override this)."""
         form.addRow("Tile size:", self.tile_size)
-        form.addRow(self.current_slice)
+        self.layout_.addWidget(self.current_slice)
 
     # ------------------------------------------------------------------ options
 
@@ -131,10 +166,15 @@ class RunnerWidget(QWidget):
         """Whether a run is in progress."""
         return self.worker is not None
 
+    def device(self) -> str:
+        """The picked device's name (``"auto"``, ``"cpu"``, ``"cuda:0"``, ...)."""
+        data = self.device_picker.currentData()
+        return str(data or self.device_picker.currentText() or "auto")
+
     def options(self) -> Settings:
         """Device, tile size and batch size for the runs."""
         return Settings(
-            device=self.device_picker.currentText() or "auto",
+            device=self.device(),
             tile_size=self.tile_size.value() or None,
             batch_size=self.batch_size,
         )
@@ -255,7 +295,7 @@ class RunnerWidget(QWidget):
             return None
         self._cancel = threading.Event()
         try:
-            started = start(self._cancel)
+            started = start(AnyFlag(self._cancel, self.closed))
         except (ValueError, MemoryError) as exc:  # bad input found before starting
             self._cancel = None
             show_error(str(exc))
@@ -263,6 +303,8 @@ class RunnerWidget(QWidget):
             self.run_finished.emit("error")
             return None
         gen_func, args, kwargs, on_result, description = started
+        self.warning_label.clear()
+        self.warning_label.setVisible(False)
         self._on_result = on_result
         self._outcome = "done"
         self._pbar = progress(total=PROGRESS_STEPS, desc=description)
@@ -291,17 +333,31 @@ class RunnerWidget(QWidget):
     def _on_step(self, step: Progress) -> None:
         fraction, message = step.fraction, step.message
         bar = self._pbar  # updating the bar may process events, even this run's end
-        if self.worker is None or bar is None:
+        if self.worker is None or bar is None or self.closed.is_set():
             return
+        self.progressed.emit(step)
+        if step.warning:
+            self.warn(step.warning)
         if message and not (self._cancel is not None and self._cancel.is_set()):
-            self.status.setText(f"{message}: {fraction:.0%}")
+            self.status.setText(f"{message} ({fraction:.0%})")
         if message and message != bar.desc:
             bar.set_description(message)
         target = int(round(min(max(fraction, 0.0), 1.0) * PROGRESS_STEPS))
         if target != bar.n:
             bar.update(target - bar.n)
 
+    def warn(self, message: str) -> None:
+        """Show a warning about the running job under the status line and as a napari
+        notification."""
+        show_warning(message)
+        text = self.warning_label.text()
+        self.warning_label.setText(f"{text}\n{message}" if text else message)
+        self.warning_label.setVisible(True)
+
     def _on_returned(self, result: Any) -> None:
+        if self.closed.is_set():  # the widget was closed mid-run: add nothing
+            self._outcome = "cancelled"
+            return
         try:
             self._on_result(result)
         except Exception as exc:  # adding layers failed: report, keep the viewer usable
@@ -334,8 +390,36 @@ class RunnerWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         """Stop a running job when the widget is closed."""
-        self.cancel()
+        self.abandon()
         super().closeEvent(event)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        """Shown again after being closed: later runs may add their results."""
+        if not self.busy:
+            self.closed.clear()
+        super().showEvent(event)
+
+    def event(self, event: QEvent) -> bool:
+        """Notice the dock being removed: napari's ``remove_dock_widget`` (the dock's ×)
+        only takes the widget out of its dock (``setParent(None)``), so ``closeEvent``
+        never runs; losing the parent it was docked in stops the run like closing."""
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None and self._had_parent:
+                self.abandon()
+            elif self.parent() is not None and not self.busy:
+                self.closed.clear()  # docked (again): runs may add their results
+            self._had_parent = self.parent() is not None
+        return super().event(event)
+
+    def abandon(self) -> None:
+        """Stop the running job for good: it adds no layer, saves no model and updates no
+        preview (the widget was closed or its dock removed)."""
+        self.closed.set()
+        if self.busy:
+            self.cancel()
+            if self._pbar is not None:
+                self._pbar.close()
+                self._pbar = None
 
 
 def error_message(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ recorded as ``metadata["napari_wgan_denoise"]["store"]``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -34,7 +35,8 @@ from ..inference.cache import SHARED_CACHE, ModelCache
 from ..inference.channels import check_channels, merge_alpha, split_alpha
 from ..metrics import quality_metrics
 from ..models.model import DenoiseModel
-from ..models.registry import find_model, load_model
+from ..models.registry import find_model, load_model, save_user_model
+from ..noise_level import noise_warning
 from ._bridge import Progress, iter_progress, scaled
 from ._jobs import METADATA_KEY, FinetuneJob, LayerJob, ReferenceJob, RestoreJob, is_lazy_data
 
@@ -48,13 +50,15 @@ class Outputs:
 
     ``linked`` leading outputs share contrast limits with the input (Compare's twins);
     ``metrics`` maps ``"input"`` and each model to PSNR / SSIM / gradient ratio when a
-    reference was given.
+    reference was given. With ``main_on_top`` the first output (the main result) goes on
+    top of the others in the layer list (Restore's "inpainted only" below "restored").
     """
 
     source: str
     layers: list[LayerDataTuple]
     linked: int = 0
     metrics: dict[str, dict[str, float]] | None = None
+    main_on_top: bool = False
 
 
 def image_data(data: Any, job: LayerJob, name: str, record: dict[str, Any]) -> LayerDataTuple:
@@ -123,8 +127,32 @@ def _denoise_data(
     steps = iter_progress(
         denoise, colours, model, cancel=cancel, lock=cache.lock_for(model), **options
     )
-    out = yield from scaled(steps, start, span, message)
+    out = yield from scaled(steps, start, span, message, planes=job.planes)
     return merge_alpha(out, alpha)
+
+
+def run_warnings(
+    model: DenoiseModel, job: LayerJob, settings: Settings, data: Any | None = None
+) -> list[str]:
+    """What to tell people before a run starts: tiles so small that the run is many
+    times slower, and (given the ``data`` to denoise) noise far outside what the model
+    was trained for (its card's noise model)."""
+    from ..inference.denoise import DEFAULT_TILE
+    from ..inference.restore import DEFAULT_TILE as RESTORE_TILE
+    from ..inference.tiling import default_overlap, small_tile_warning
+
+    restoring = model.task == "restore"
+    network = model.network
+    overlap = default_overlap(network, 64 if restoring else 32)
+    auto = (RESTORE_TILE if restoring else DEFAULT_TILE).get(
+        resolve_device(settings.device).type, 512
+    )
+    multiple = int(getattr(network, "size_multiple", 1))
+    notes = [small_tile_warning(job.plane_shape, settings.tile_size, auto, overlap, multiple)]
+    if data is not None and not restoring:
+        with contextlib.suppress(ValueError, FloatingPointError):  # a hint: never stops a run
+            notes.append(noise_warning(data, model.card, rgb=job.rgb))
+    return [note for note in notes if note]
 
 
 # --------------------------------------------------------------------------- denoise
@@ -198,18 +226,23 @@ def run_denoise(
     dmodel, name = _load(model, cache)
     _check(dmodel, name, job)
     options = settings.core()
+    lazy = _runs_lazily(job)
+    data = None if lazy else job.read()
+    sample = data if not lazy else (job.source[job.index] if hasattr(job.source, "dask") else None)
+    for note in run_warnings(dmodel, job, settings, sample):
+        yield Progress(0.0, f"Denoising {job.name} with {name}", warning=note)
     record: dict[str, Any] = {
         "model": name,
         "card_hash": dmodel.card_hash,
         "source_layer": job.name,
         "settings": settings.record(job),
     }
-    if _runs_lazily(job):
+    if lazy:
         out, store = yield from _denoise_lazily(job, dmodel, name, cache, cancel=cancel, **options)
         record["store"] = str(store)
     else:
         out = yield from _denoise_data(
-            job.read(),
+            data,
             dmodel,
             job,
             cache,
@@ -342,6 +375,8 @@ def run_restore(
             "cascade; choose a restore model (the Restore widget lists them)."
         )
     _check(dmodel, name, job.layer, kind="restore model")
+    for note in run_warnings(dmodel, job.layer, settings):
+        yield Progress(0.0, f"Restoring {job.name} with {name}", warning=note)
     data, alpha = split_alpha(job.layer.read(), job.layer.rgb)
     mask = job.mask
     if mask is None:
@@ -358,7 +393,8 @@ def run_restore(
         tile_size=settings.tile_size,
     )
     try:
-        out = yield from scaled(steps, 0.0, 1.0, f"Restoring {job.name} with {name}")
+        message = f"Restoring {job.name} with {name}"
+        out = yield from scaled(steps, 0.0, 1.0, message, planes=job.layer.planes)
     except Cancelled as exc:
         raise Cancelled("Restoring was cancelled; no layer was added.") from exc
     if cancel is not None and cancel.is_set():
@@ -385,16 +421,20 @@ def run_restore(
         for what, data_ in outputs
     ]
     yield Progress(1.0, "Done")
-    return Outputs(job.name, layers)
+    return Outputs(job.name, layers, main_on_top=True)
 
 
 # --------------------------------------------------------------------------- fine-tune
 
 
-def _finetune_in_thread(job: FinetuneJob, *, progress: Any, cancel: Any) -> DenoiseModel:
-    """Load the base model and the data, then run the core fine-tuning (helper thread)."""
+def _finetune_in_thread(
+    job: FinetuneJob, *, progress: Any, cancel: Any, discard: Any | None = None
+) -> DenoiseModel:
+    """Load the base model and the data, run the core fine-tuning and save the model
+    unless ``discard`` was set meanwhile (helper thread)."""
     from ..training.finetune import FinetuneConfig, FinetuneData
     from ..training.finetune import run_finetune as finetune
+    from ..validation import check_model_name
 
     progress({"status": f"Loading {job.base} and {job.layer_name}"})
     base = load_model(job.base)
@@ -420,24 +460,32 @@ def _finetune_in_thread(job: FinetuneJob, *, progress: Any, cancel: Any) -> Deno
             info = {**info, "preview": info["preview"].reshape(lead + info["preview"].shape)}
         progress(info)
 
-    options = {**job.options, "axis": job.axis, "name": job.name, "save": True}
+    options = {**job.options, "axis": job.axis, "name": job.name, "save": False}
     config = FinetuneConfig.from_options(job.mode, **options)
-    return finetune(base, data, config, progress=on_progress, cancel=cancel)
+    if job.name:  # saved here, not by the core: check the name before training, as it does
+        check_model_name(job.name, overwrite=config.overwrite)
+    model = finetune(base, data, config, progress=on_progress, cancel=cancel)
+    if discard is not None and discard.is_set():
+        raise Cancelled("Fine-tuning was stopped with its widget closed; nothing was saved.")
+    save_user_model(model, model.card["name"], overwrite=config.overwrite)
+    return model
 
 
 def run_finetune(
-    job: FinetuneJob, *, cancel: Any | None = None
+    job: FinetuneJob, *, cancel: Any | None = None, discard: Any | None = None
 ) -> Generator[Progress, None, DenoiseModel]:
     """Fine-tune and save a user model; each event carries the core's progress dicts
     (``updates``: loss, validation metric, ``"preview"`` as layer data, or ``"status"``
     while loading) and the fraction done (by iterations or by the time budget, whichever
-    is further). Stop (``cancel``) keeps the best weights so far; returns the saved model."""
+    is further). Stop (``cancel``) keeps the best weights so far; returns the saved model.
+    ``discard`` (set with ``cancel`` when the widget is closed) saves nothing and raises
+    ``Cancelled``."""
     import time
 
     budget = job.options.get("time_budget")
     started: float | None = None
     fraction = 0.0
-    steps = iter_progress(_finetune_in_thread, job, cancel=cancel)
+    steps = iter_progress(_finetune_in_thread, job, cancel=cancel, discard=discard)
     while True:
         try:
             batch = next(steps)

@@ -46,15 +46,17 @@ def grid_of(viewer: Any) -> Any:
 def add_outputs(
     viewer: Any, outputs: Outputs, source: Layer | None, *, grid: bool = False
 ) -> list[Layer]:
-    """Add a run's outputs to ``viewer`` just above ``source`` (when it is still there),
+    """Add a run's outputs to ``viewer`` just above ``source`` (when it is still there;
+    in their order, or the first on top with ``outputs.main_on_top``),
     link the contrast limits of the input and the ``outputs.linked`` first outputs, and
     (``grid``) switch the viewer to grid mode; returns the new layers."""
     layers = to_layers(outputs)
-    for layer in layers:
+    stacked = layers[::-1] if outputs.main_on_top else layers  # bottom to top
+    for layer in stacked:
         viewer.layers.append(layer)
     there = source is not None and source in viewer.layers
     if there:
-        move_above(viewer, layers, source)
+        move_above(viewer, stacked, source)
     if outputs.linked:
         linked = layers[: outputs.linked]
         viewer.layers.link_layers(([source] if there else []) + linked, ("contrast_limits",))
