@@ -95,6 +95,23 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """``wgan-denoise export``: write a bioimage.io model package, optionally test it."""
+    from .export.bioimageio import export_bioimageio, validate_package
+
+    path = export_bioimageio(args.model, args.output, name=args.name, overwrite=args.overwrite)
+    print(f"{args.model} -> {path}")
+    if args.test:
+        passed, report = validate_package(path, test=True)
+        print(
+            report
+            if args.verbose
+            else f"bioimageio.core test_model: {'passed' if passed else 'FAILED'}"
+        )
+        return 0 if passed else 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``wgan-denoise`` (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -121,6 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_distributed_arguments(p)
     p.set_defaults(func=_cmd_denoise)
+
+    p = sub.add_parser("export", help="write a bioimage.io model package (.zip)")
+    p.add_argument("model", help="registered model name or NAME.safetensors path")
+    p.add_argument("-o", "--output", required=True, help="the package to write, NAME.zip")
+    p.add_argument("--name", default=None, help="model name in the package (default: the card's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    p.add_argument(
+        "--test",
+        action="store_true",
+        help="validate and run bioimageio.core's test_model on it (needs the bioimageio extra)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="print the full test report")
+    p.set_defaults(func=_cmd_export)
 
     from .benchmark import register_cli as register_benchmark
     from .demo import register_cli as register_demo

@@ -156,7 +156,7 @@ class ModelCache:
             entry = find_model(str(model))
         except ValueError:
             if any(sep in str(model) for sep in "/\\") or str(model).endswith(
-                (".json", ".safetensors")
+                (".json", ".safetensors", ".zip")
             ):
                 self.loads += 1
                 return load_model(model)
