@@ -20,6 +20,7 @@ Pure numpy + scikit-image: no napari, no torch.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ __all__ = [
     "gradient_correlation",
     "method_noise",
     "neighbour_autocorrelation",
+    "method_noise_map",
     "residual_readout",
+    "stack_readout",
     "whiteness",
 ]
 
@@ -39,6 +42,13 @@ def method_noise(noisy: np.ndarray, denoised: np.ndarray) -> np.ndarray:
     if a.shape != b.shape:
         raise ValueError(f"Shapes differ: input {a.shape} vs output {b.shape}.")
     return a.astype(np.float32) - b.astype(np.float32)
+
+
+def method_noise_map(noisy: np.ndarray, denoised: np.ndarray, rgb: bool = False) -> np.ndarray:
+    """The method noise as one gray map: ``noisy − denoised`` (float32), for RGB data the
+    mean over the three colours (a signed map: show it with limits symmetric about 0)."""
+    res = method_noise(noisy, denoised)
+    return res[..., :3].mean(axis=-1) if rgb else res
 
 
 def _planes(a: np.ndarray, rgb: bool) -> list[np.ndarray]:
@@ -160,3 +170,23 @@ def residual_readout(
             psnr=psnr(ref, out_a), ssim=ssim(ref, out_a), grad_ratio=grad_ratio(ref, out_a)
         )
     return result
+
+
+def stack_readout(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    *,
+    rgb: bool = False,
+    max_planes: int = 8,
+) -> dict[str, float]:
+    """The reference-free part of :func:`residual_readout` for an image or a stack (YX or
+    YXC planes last), averaged over up to ``max_planes`` evenly spaced planes."""
+    a, b = np.asarray(noisy), np.asarray(denoised)
+    tail = 3 if rgb else 2
+    a = a.reshape((-1, *a.shape[a.ndim - tail :]))
+    b = b.reshape((-1, *b.shape[b.ndim - tail :]))
+    picks = np.unique(np.linspace(0, len(a) - 1, min(len(a), max_planes)).round().astype(int))
+    rows = [residual_readout(a[i], b[i], rgb=rgb) for i in picks]
+    with warnings.catch_warnings():  # all-NaN (constant residual) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}

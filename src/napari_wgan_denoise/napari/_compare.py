@@ -7,7 +7,14 @@ import threading
 from collections.abc import Callable, Generator
 from typing import Any
 
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QHeaderView,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
 
 from ..models.families import default_family_for, family_members, list_families
 from ..models.registry import model_entries
@@ -17,6 +24,8 @@ from ._qt_common import ChoicePicker, LayerPicker, RunnerWidget, add_row
 __all__ = ["CompareWidget"]
 
 METRIC_COLUMNS = (("psnr", "PSNR dB"), ("ssim", "SSIM"), ("grad_ratio", "grad ratio"))
+#: The hallucination readout: statistics of the method noise, no reference needed.
+READOUT_COLUMNS = (("whiteness", "whiteness"), ("grad_corr", "grad corr"))
 
 
 class CompareWidget(RunnerWidget):
@@ -27,6 +36,11 @@ class CompareWidget(RunnerWidget):
     grid mode with the input and outputs side by side and links their contrast limits.
     With a clean reference layer, a table shows PSNR, SSIM and gradient ratio (sharpness
     relative to the reference; below 1 is blurrier) of the input and both outputs.
+
+    Always (no reference needed) the table shows the hallucination readout of each output's
+    method noise (input − output): its whiteness (neighbour autocorrelation; about 0 when
+    only noise was removed) and its correlation with the image gradient (positive when the
+    model removed more at edges); *method noise layers* adds the maps themselves.
     """
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -49,12 +63,23 @@ class CompareWidget(RunnerWidget):
             self.reference_picker,
             "Optional clean image of the same scene, for PSNR / SSIM / gradient ratio.",
         )
-        self.table = QTableWidget(0, len(METRIC_COLUMNS), self)
-        self.table.setHorizontalHeaderLabels([label for _, label in METRIC_COLUMNS])
+        self.method_noise = QCheckBox("method noise layers (input − output)", self)
+        self.method_noise.setToolTip(
+            "Also add each model's method noise: what it removed. It should look like pure "
+            "noise; edges or shapes in it are signal the model took away or replaced."
+        )
+        self.form.addRow(self.method_noise)
+        columns = READOUT_COLUMNS + METRIC_COLUMNS
+        self.table = QTableWidget(0, len(columns), self)
+        self.table.setHorizontalHeaderLabels([label for _, label in columns])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setToolTip(
-            "Against the reference: PSNR and SSIM (higher is closer), gradient ratio "
+            "whiteness: neighbour autocorrelation of the method noise (input − output); about "
+            "0 if only noise was removed, higher if image structure was removed too.\n"
+            "grad corr: correlation of the method noise's size with the image gradient; "
+            "positive if the model removed more at edges (blurred or replaced them).\n"
+            "With a reference: PSNR and SSIM (higher is closer), gradient ratio "
             "(sharpness relative to the reference: 1 is as sharp, below 1 blurrier)."
         )
         self.table.setVisible(False)
@@ -67,6 +92,10 @@ class CompareWidget(RunnerWidget):
     last_layers: tuple[Any, Any, Any] | None = None
     #: The metrics of the last run with a reference (``model -> {psnr, ssim, grad_ratio}``).
     last_metrics: dict[str, dict[str, float]] | None = None
+    #: The readout of the last run (``model -> {whiteness, grad_corr, residual_std}``).
+    last_readout: dict[str, dict[str, float]] | None = None
+    #: The method noise layers of the last run (when asked for).
+    last_method_noise_layers: list[Any] = []
 
     # ------------------------------------------------------------------ choices
 
@@ -130,31 +159,46 @@ class CompareWidget(RunnerWidget):
         def on_result(result: _engine.CompareResult) -> None:
             source = layer if layer in self.viewer.layers else None
             self.last_layers = _engine.add_comparison(self.viewer, result, source)
+            self.last_method_noise_layers = result.method_noise_layers()
+            for lyr in self.last_method_noise_layers:
+                self.viewer.layers.append(lyr)
             self.last_metrics = result.metrics
-            self.show_metrics(result.metrics)
+            self.last_readout = result.readout
+            self.show_metrics(result.metrics, result.readout)
 
         kwargs = {
             "family": family,
             "reference": ref_job,
             "cache": self.cache,
             "cancel": cancel,
+            "method_noise": self.method_noise.isChecked(),
             **self.options(),
         }
         description = f"Compare {mse} vs {wgan} on {layer.name}"
         return _engine.run_compare, (job, mse, wgan), kwargs, on_result, description
 
-    def show_metrics(self, metrics: dict[str, dict[str, float]] | None) -> None:
-        """Fill the metrics table (hidden when there is no reference)."""
-        self.table.setVisible(bool(metrics))
-        if not metrics:
+    def show_metrics(
+        self,
+        metrics: dict[str, dict[str, float]] | None,
+        readout: dict[str, dict[str, float]] | None = None,
+    ) -> None:
+        """Fill the table: the readout of each output, and with a reference the metrics of
+        the input and the outputs (their columns are hidden without one)."""
+        self.table.setVisible(bool(metrics or readout))
+        if not (metrics or readout):
             self.table.setRowCount(0)
             return
-        rows = ["input"] + [name for name in metrics if name != "input"]
+        models = [n for n in (readout or metrics or {}) if n != "input"]
+        rows = (["input"] if metrics else []) + models
         self.table.setRowCount(len(rows))
         self.table.setVerticalHeaderLabels(rows)
-        for r, name in enumerate(rows):
-            for c, (key, _) in enumerate(METRIC_COLUMNS):
-                self.table.setItem(r, c, QTableWidgetItem(_format(key, metrics[name][key])))
+        for c, (key, _) in enumerate(READOUT_COLUMNS + METRIC_COLUMNS):
+            source = readout if (key, _) in READOUT_COLUMNS else metrics
+            self.table.setColumnHidden(c, not source)
+            for r, name in enumerate(rows):
+                value = (source or {}).get(name, {}).get(key)
+                text = "–" if value is None else _format(key, value)
+                self.table.setItem(r, c, QTableWidgetItem(text))
         self.table.resizeRowsToContents()
         height = self.table.horizontalHeader().height() + sum(
             self.table.rowHeight(r) for r in range(len(rows))
@@ -163,7 +207,9 @@ class CompareWidget(RunnerWidget):
 
 
 def _format(key: str, value: float) -> str:
-    """PSNR with 2 decimals, SSIM and gradient ratio with 3."""
+    """PSNR with 2 decimals, the others with 3."""
     if math.isinf(value):
         return "inf"
+    if math.isnan(value):
+        return "n/a"
     return f"{value:.2f}" if key == "psnr" else f"{value:.3f}"

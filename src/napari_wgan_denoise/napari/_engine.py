@@ -741,6 +741,42 @@ class CompareResult:
     difference: np.ndarray
     metrics: dict[str, dict[str, float]] | None
     reference_name: str | None
+    #: Hallucination readout per model, no reference needed (see ``residual.stack_readout``).
+    readout: dict[str, dict[str, float]] | None = None
+    #: Method noise (input − output) per model, when asked for (``method_noise=True``).
+    method_noise: dict[str, np.ndarray] | None = None
+
+    def method_noise_layers(self) -> list[Image]:
+        """One signed gray layer of the method noise per model, placed like the input."""
+        kwargs = {
+            k: v
+            for k, v in self.mse.job.layer_kwargs.items()
+            if k not in ("contrast_limits", "colormap", "gamma", "rgb", "blending")
+        }
+        layers = []
+        for name, res in (self.method_noise or {}).items():
+            top = float(np.percentile(np.abs(res), 99.5)) if res.size else 1.0
+            meta = {
+                METADATA_KEY: {
+                    "model": name,
+                    "source_layer": self.mse.job.name,
+                    "what": "method noise: input − output (should look like pure noise)",
+                    "readout": dict((self.readout or {}).get(name, {})),
+                    "package_version": __version__,
+                }
+            }
+            layers.append(
+                Image(
+                    res,
+                    name=f"{self.mse.job.name} method noise [{name}]",
+                    colormap="gray",
+                    contrast_limits=(-top, top) if top > 0 else (-1.0, 1.0),
+                    rgb=False,
+                    metadata=meta,
+                    **kwargs,
+                )
+            )
+        return layers
 
     def difference_layer(self) -> Image:
         """The ``|MSE - WGAN|`` map as a gray-scale layer placed like the input."""
@@ -790,9 +826,11 @@ def run_compare(
     tile_size: int | None = None,
     batch_size: int | None = None,
     cancel: Any | None = None,
+    method_noise: bool = False,
 ) -> Generator[Step, None, CompareResult]:
-    """Run a family's ID-MSE and ID-MSE-WGAN models on the same data, then the difference
-    and (with a reference) the metrics; yields ``(fraction, message)``."""
+    """Run a family's ID-MSE and ID-MSE-WGAN models on the same data, then the difference,
+    the hallucination readout and (with a reference) the metrics; with ``method_noise``
+    also each model's input − output map. Yields ``(fraction, message)``."""
     yield 0.0, f"Loading {mse_name} and {wgan_name}"
     models = [cache.get(mse_name), cache.get(wgan_name)]
     for m, n in zip(models, (mse_name, wgan_name)):
@@ -821,11 +859,26 @@ def run_compare(
         ref = reference.read(results[0].data.shape)
         metrics = {r.model_name: quality_metrics(ref, r.data, job.rgb) for r in results}
         metrics["input"] = quality_metrics(ref, data, job.rgb)
+    from ..residual import method_noise_map, stack_readout
+
+    readout = {r.model_name: stack_readout(data, r.data, rgb=job.rgb) for r in results}
+    residuals = (
+        {r.model_name: method_noise_map(data, r.data, job.rgb) for r in results}
+        if method_noise
+        else None
+    )
     if cancel is not None and cancel.is_set():
         raise Cancelled("Comparison was cancelled; no layer was added.")
     yield 1.0, "Done"
     return CompareResult(
-        family, results[0], results[1], diff, metrics, reference.name if reference else None
+        family,
+        results[0],
+        results[1],
+        diff,
+        metrics,
+        reference.name if reference else None,
+        readout,
+        residuals,
     )
 
 
