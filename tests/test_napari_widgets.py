@@ -282,17 +282,19 @@ def test_compare_widget_adds_three_layers_grid_and_metrics(
     # the metrics table: input + both models x readout (whiteness, grad corr) and PSNR,
     # SSIM, gradient ratio
     assert widget.table.isVisibleTo(widget)
-    assert widget.table.rowCount() == 3 and widget.table.columnCount() == 5
-    assert set(widget.last_readout) == {"tiny-mse", "tiny-wgan"}
+    # (rows: input, ideal = noisy − reference, the two models)
+    assert widget.table.rowCount() == 4 and widget.table.columnCount() == 5
+    assert set(widget.last_readout) == {"ideal", "tiny-mse", "tiny-wgan"}
     assert widget.table.item(0, 0).text() == "–"  # no readout for the input itself
+    assert widget.table.item(1, 2).text() == "–"  # no PSNR for the ideal residual
     assert set(widget.last_metrics) == {"input", "tiny-mse", "tiny-wgan"}
     for values in widget.last_metrics.values():
         assert np.isfinite(values["psnr"]) and -1 <= values["ssim"] <= 1
         assert values["grad_ratio"] > 0
-    assert float(widget.table.item(1, 2).text()) == pytest.approx(
+    assert float(widget.table.item(2, 2).text()) == pytest.approx(
         widget.last_metrics["tiny-mse"]["psnr"], abs=0.01
     )
-    assert float(widget.table.item(1, 0).text()) == pytest.approx(
+    assert float(widget.table.item(2, 0).text()) == pytest.approx(
         widget.last_readout["tiny-mse"]["whiteness"], abs=0.001
     )
 

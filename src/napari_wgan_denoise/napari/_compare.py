@@ -80,7 +80,9 @@ class CompareWidget(RunnerWidget):
             "grad corr: correlation of the method noise's size with the image gradient; "
             "positive if the model removed more at edges (blurred or replaced them).\n"
             "With a reference: PSNR and SSIM (higher is closer), gradient ratio "
-            "(sharpness relative to the reference: 1 is as sharp, below 1 blurrier)."
+            "(sharpness relative to the reference: 1 is as sharp, below 1 blurrier).\n"
+            "ideal: the readout of noisy − reference, i.e. of removing exactly the noise: "
+            "compare the models' whiteness and grad corr with it."
         )
         self.table.setVisible(False)
         self.layout_.insertWidget(self.layout_.count() - 1, self.table)  # above the stretch
@@ -188,10 +190,14 @@ class CompareWidget(RunnerWidget):
         if not (metrics or readout):
             self.table.setRowCount(0)
             return
-        models = [n for n in (readout or metrics or {}) if n != "input"]
-        rows = (["input"] if metrics else []) + models
+        special = ("input", _engine.IDEAL)
+        models = [n for n in (readout or metrics or {}) if n not in special]
+        ideal = [_engine.IDEAL] if readout and _engine.IDEAL in readout else []
+        rows = (["input"] if metrics else []) + ideal + models
         self.table.setRowCount(len(rows))
-        self.table.setVerticalHeaderLabels(rows)
+        self.table.setVerticalHeaderLabels(
+            ["ideal (noisy − reference)" if r == _engine.IDEAL else r for r in rows]
+        )
         for c, (key, _) in enumerate(READOUT_COLUMNS + METRIC_COLUMNS):
             source = readout if (key, _) in READOUT_COLUMNS else metrics
             self.table.setColumnHidden(c, not source)

@@ -731,6 +731,10 @@ def prepare_reference(reference: Image, job: LayerJob) -> ReferenceJob:
     )
 
 
+#: Readout key of the ideal residual (noisy − reference) when a reference is given.
+IDEAL = "ideal"
+
+
 @dataclass
 class CompareResult:
     """Both outputs of a family, their difference and (with a reference) the metrics."""
@@ -862,6 +866,8 @@ def run_compare(
     from ..residual import method_noise_map, stack_readout
 
     readout = {r.model_name: stack_readout(data, r.data, rgb=job.rgb) for r in results}
+    if reference is not None:  # what removing exactly the noise would give: the yardstick
+        readout[IDEAL] = stack_readout(data, ref, rgb=job.rgb)
     residuals = (
         {r.model_name: method_noise_map(data, r.data, job.rgb) for r in results}
         if method_noise
