@@ -197,6 +197,49 @@ def test_foreign_torchscript_package_runs(tmp_path):
     assert np.max(np.abs(out[inner] - ref[inner])) < 1e-3 * (hi - lo)
 
 
+def test_foreign_format_04_package_runs(tmp_path):
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(_Smooth()), buf)
+    rdf = {
+        "type": "model",
+        "format_version": "0.4.10",
+        "name": "old box filter",
+        "inputs": [
+            {
+                "name": "raw",
+                "axes": "bcyx",
+                "data_type": "float32",
+                "shape": {"min": [1, 1, 16, 16], "step": [0, 0, 16, 16]},
+                "preprocessing": [
+                    {"name": "scale_linear", "kwargs": {"gain": 0.5, "offset": 1.0, "axes": "yx"}}
+                ],
+            }
+        ],
+        "outputs": [
+            {
+                "name": "out",
+                "axes": "bcyx",
+                "data_type": "float32",
+                "shape": {"reference_tensor": "raw", "scale": [1, 1, 1, 1], "offset": [0] * 4},
+                "halo": [0, 0, 4, 4],
+                "postprocessing": [
+                    {"name": "scale_linear", "kwargs": {"gain": 2.0, "offset": -2.0, "axes": "yx"}}
+                ],
+            }
+        ],
+        "weights": {"torchscript": {"source": "w.pt"}},
+    }
+    path = tmp_path / "old.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("rdf.yaml", yaml.safe_dump(rdf))
+        zf.writestr("w.pt", buf.getvalue())
+    model = load_model(str(path))
+    assert model.card["normalisation"] == {"mode": "fixed", "low": -2.0, "high": 0.0}
+    assert model.network.size_multiple == 16 and model.network.receptive_radius == 4
+    flat = np.full((32, 32), 7.0, np.float32)
+    np.testing.assert_allclose(denoise(flat, model, device="cpu")[8:-8, 8:-8], 7.0, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [

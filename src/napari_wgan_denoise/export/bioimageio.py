@@ -807,7 +807,14 @@ def _channel_count(tensor: dict[str, Any], axes: list[tuple[str, Any]]) -> int:
             if entry is not None:
                 names = entry.get("channel_names") or []
                 return len(names) or int(entry.get("size", 0) or 0)
-            shape = tensor.get("shape")
+            shape = tensor.get("shape")  # format 0.4: a list, or {min, step} / reference
+            if isinstance(shape, dict) and isinstance(shape.get("min"), list):
+                step = shape.get("step") or [0] * len(shape["min"])
+                return int(shape["min"][i]) if not step[i] else -1
+            if isinstance(shape, dict) and shape.get("reference_tensor"):
+                scale = (shape.get("scale") or [1] * (i + 1))[i]
+                offset = (shape.get("offset") or [0] * (i + 1))[i]
+                return 0 if (scale, offset) == (1, 0) else -1  # 0: as the reference tensor
             if isinstance(shape, list):
                 return int(shape[i])
             return -1
@@ -887,6 +894,8 @@ def _load_foreign(pkg: _Package, rdf: dict[str, Any]) -> Any:
                 "batch and channel) are supported."
             )
         n_ch = _channel_count(tensor, axes)
+        if n_ch == 0 and role == "output":  # format 0.4: sized like the input, which has 1
+            n_ch = 1
         if n_ch != 1:
             raise PackageError(
                 refuse + f"its {role} has {n_ch if n_ch > 0 else 'several'} channels; only "
@@ -929,9 +938,8 @@ def _size_constraints(inp: dict[str, Any], out: dict[str, Any]) -> tuple[int, in
     for _, ax in _axes_of(out):
         if isinstance(ax, dict) and ax.get("halo"):
             halos.append(int(ax["halo"]))
-    shape = out.get("shape")
-    if isinstance(shape, dict) and isinstance(shape.get("halo"), list):
-        halos += [int(h) for h in shape["halo"]]
+    if isinstance(out.get("halo"), list):  # format 0.4
+        halos += [int(h) for h in out["halo"]]
     multiple = max(steps) if steps else 1
     return multiple, max(halos) if halos else 32
 
