@@ -78,3 +78,23 @@ def test_denoise_widget_opens_a_package_and_exports(make_napari_viewer, qtbot, t
     broken.write_bytes(b"not a zip at all")
     assert widget.open_model_file(str(broken)) is None
     assert widget.model_picker.value() == path  # still the good one
+
+
+def test_console_compare_layer_readout_without_viewer(tiny_gray, tiny_unet):
+    from napari.layers import Image
+
+    from napari_wgan_denoise.napari import compare_layer
+
+    save_user_model(tiny_gray, "tiny-mse")
+    save_user_model(tiny_unet, "tiny-wgan")
+    noisy, clean = fluorescence_sample()
+    result = compare_layer(
+        Image(noisy[:64, :64], name="n"),
+        "tiny",
+        Image(clean[:64, :64], name="c"),
+        method_noise=True,
+        add_to_viewer=False,
+    )
+    assert set(result.readout) == {"ideal", "tiny-mse", "tiny-wgan"}
+    assert abs(result.readout["ideal"]["whiteness"]) < 0.2  # the true noise is nearly white
+    assert [lyr.data.shape for lyr in result.method_noise] == [(64, 64), (64, 64)]

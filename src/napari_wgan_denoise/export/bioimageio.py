@@ -237,6 +237,7 @@ def processing_for(normalisation: dict[str, Any], channels: int) -> dict[str, An
             "mode": "fixed",
             "low": lo,
             "high": hi,
+            "dtypes": list(normalisation.get("dtypes") or []),
             "preprocessing": [
                 {"id": "scale_linear", "kwargs": {"gain": gain, "offset": -lo * gain}}
             ],
@@ -446,19 +447,24 @@ def _readme(card: dict[str, Any], proc: dict[str, Any], tiling: dict[str, int], 
         else f"per image, the {proc['low']:g} and {proc['high']:g} percentiles are mapped "
         "to 0 and 1"
     )
+    fixed_note = ""
+    if proc["mode"] == "fixed" and proc.get("dtypes"):
+        fixed_note = (
+            f" (The plugin applies this fixed scale to {', '.join(proc['dtypes'])} images "
+            "and the 0.1/99.9 percentiles to other dtypes; this package applies it to all.)"
+        )
     return f"""# {name}
 
-A {card.get("modality") or ""} image denoiser ({kind}) exported from
-napari-wgan-denoise {__version__}; architecture
-`{card.get("architecture")}` with {card.get("parameters", "?")} weights, {card.get("channels")}
-channel(s) in and out.
+A {card.get("modality") or ""} image denoiser, {kind}, exported from
+napari-wgan-denoise {__version__}: architecture `{card.get("architecture")}`,
+{card.get("parameters", "?")} weights, {"RGB" if card.get("channels") == 3 else "gray"} in and out.
 
 ## Use
 
 Input: a 2-D image, axes `b, c, y, x`, any size of at least {tiling["min"]} pixels that is
 {tiling["min"]} + a multiple of {tiling["step"]}; tiles need a halo of {tiling["halo"]} pixels.
 
-Normalisation: {norm}. The output is on {proc["output_scale"]}.
+Normalisation: {norm}. The output is on {proc["output_scale"]}.{fixed_note}
 {
         ""
         if proc["mode"] == "fixed"
@@ -614,7 +620,7 @@ def export_bioimageio(
                     "description": f"denoised image, on {proc['output_scale']}",
                     "axes": [
                         {"type": "batch"},
-                        {"type": "channel", "channel_names": channel_names},
+                        {"type": "channel", "channel_names": list(channel_names)},
                         *space_out,
                     ],
                     "test_tensor": _file(root / "test_output.npy"),

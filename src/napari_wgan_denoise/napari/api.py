@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -119,7 +119,10 @@ class Comparison:
     """What :func:`compare_layer` made: both outputs, their difference and the metrics.
 
     ``metrics`` maps ``"input"`` and each model name to ``{"psnr", "ssim", "grad_ratio"}``
-    when a reference was given, else it is ``None``.
+    when a reference was given, else it is ``None``. ``readout`` maps each model name (and
+    ``"ideal"``, the true noise, with a reference) to the method-noise statistics
+    ``{"whiteness", "grad_corr", "residual_std"}``; ``method_noise`` holds the method noise
+    layers when they were asked for.
     """
 
     family: str
@@ -127,6 +130,8 @@ class Comparison:
     wgan: Image
     difference: Image
     metrics: dict[str, dict[str, float]] | None
+    readout: dict[str, dict[str, float]] | None = None
+    method_noise: list[Image] = field(default_factory=list)
 
     @property
     def layers(self) -> tuple[Image, Image, Image]:
@@ -148,6 +153,7 @@ def compare_layer(
     batch_size: int | None = None,
     progress: Callable[[float, str], Any] | None = None,
     cancel: Any | None = None,
+    method_noise: bool = False,
 ) -> Comparison:
     """Run a family's ID-MSE and ID-MSE-WGAN twins on a layer and compare them.
 
@@ -157,7 +163,9 @@ def compare_layer(
     invented detail) above the input, links the contrast limits of input and outputs and
     turns on grid mode (``grid=False`` leaves the view as it is). With a ``reference``
     (the clean image, a layer or its name) ``Comparison.metrics`` holds PSNR, SSIM and
-    gradient ratio of the input and both outputs. Other options as in :func:`denoise_layer`.
+    gradient ratio of the input and both outputs. ``Comparison.readout`` always holds the
+    hallucination readout; ``method_noise=True`` also adds each model's input − output
+    layer. Other options as in :func:`denoise_layer`.
     """
     layer, viewer = _resolve(layer, viewer)
     job = _job(layer, viewer, current_slice)
@@ -184,15 +192,19 @@ def compare_layer(
             tile_size=tile_size,
             batch_size=batch_size,
             cancel=cancel,
+            method_noise=method_noise,
         ),
         progress,
     )
+    residuals = result.method_noise_layers()
     if viewer is not None and add_to_viewer:
         mse, wgan, diff = _engine.add_comparison(viewer, result, layer, grid=grid)
+        for lyr in residuals:
+            viewer.layers.append(lyr)
     else:
         mse, wgan = result.mse.to_layer(layer.metadata), result.wgan.to_layer(layer.metadata)
         diff = result.difference_layer()
-    return Comparison(family, mse, wgan, diff, result.metrics)
+    return Comparison(family, mse, wgan, diff, result.metrics, result.readout, residuals)
 
 
 def restore_layer(
