@@ -278,3 +278,15 @@ def test_corrupt_packages_get_clear_errors(tmp_path):
         load_model(str(tampered))
     with pytest.raises(PackageError, match="not found"):
         load_model(str(tmp_path / "missing.zip"))
+
+
+def test_unzipped_package_loads_from_its_description(tmp_path):
+    path = export_bioimageio("gray-wgan-fast", tmp_path / "g.zip")
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(folder)
+    model = load_model(str(folder / "rdf.yaml"))
+    assert model.name == "gray-wgan-fast" and model.channels == 1
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(PackageError, match="lacks its file 'model.safetensors'"):
+        load_model(str(folder / "rdf.yaml"))

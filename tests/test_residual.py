@@ -8,8 +8,10 @@ import pytest
 from napari_wgan_denoise.residual import (
     gradient_correlation,
     method_noise,
+    method_noise_map,
     neighbour_autocorrelation,
     residual_readout,
+    stack_readout,
     whiteness,
 )
 
@@ -78,3 +80,17 @@ def test_readout_with_and_without_reference():
     full = residual_readout(noisy, good, clean)
     assert full["psnr"] == float("inf") and full["ssim"] == pytest.approx(1.0)
     assert np.array_equal(method_noise(noisy, good), noisy.astype(np.float32) - good)
+
+
+def test_stack_readout_samples_planes_and_crops():
+    rng = np.random.default_rng(6)
+    clean = np.stack([_edge_image(96) + 50] * 20)
+    noisy = clean + rng.normal(0, 5, clean.shape)
+    white = stack_readout(noisy, clean, max_planes=4, max_side=64)
+    assert set(white) == {"whiteness", "grad_corr", "residual_std"}
+    assert abs(white["whiteness"]) < 0.05
+    blurred = stack_readout(noisy, np.zeros_like(noisy) + noisy.mean())  # removed everything
+    assert blurred["whiteness"] > 0.5
+    rgb = np.stack([clean[0]] * 3, axis=-1)
+    assert method_noise_map(rgb + 3, rgb, rgb=True).shape == (96, 96)
+    assert stack_readout(rgb + rng.normal(0, 5, rgb.shape), rgb, rgb=True)["whiteness"] < 0.05
