@@ -10,8 +10,9 @@ What it does, on the bundled samples and the shipped models:
 * ``denoise.png`` — a napari window with the Denoise widget after denoising the noisy
   fluorescence sample with the default gray model;
 * ``compare.png`` — the Compare widget after comparing the ``fluo`` twins with the clean
-  image as reference and method-noise layers on: grid view with each layer's name, and the
-  table with the hallucination readout and PSNR / SSIM / gradient ratio;
+  image as reference and method-noise layers on: the widget's grid of input, MSE, WGAN and
+  difference with each layer's name, and the table with the hallucination readout and
+  PSNR / SSIM / gradient ratio;
 * ``finetune.png`` — the Fine-tune widget after a short paired fine-tune on the sample
   (live validation-PSNR plot and preview);
 * ``quality_speed.png`` — PSNR against seconds per megapixel for the shipped models, BM3D
@@ -185,16 +186,12 @@ def screenshot_compare(out: Path, size: tuple[int, int], crop: int | None, max_k
         widget.reference_picker.set_layer(clean)
         widget.method_noise.setChecked(True)
         widget.setMinimumWidth(size[0] * 2 // 5)  # room for the five table columns
-        run_widget(widget)
+        run_widget(widget)  # the widget's grid: input, MSE, WGAN, difference, names shown
         grid = grid_of(viewer)
-        grid.enabled = True
         if hasattr(grid, "spacing"):
             grid.spacing = 0.05
-        for layer in viewer.layers:
-            overlay = getattr(layer, "name_overlay", None)
-            if overlay is not None:
-                overlay.visible = True
-                overlay.font_size = 8 if size[0] < 1000 else 9
+        for layer in (noisy, *widget.last_layers):
+            layer.name_overlay.font_size = 8 if size[0] < 1000 else 9
         viewer.reset_view()
         return _screenshot(viewer, out / "compare.png", max_kb)
     finally:

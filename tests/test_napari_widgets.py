@@ -262,7 +262,7 @@ def test_compare_widget_adds_three_layers_grid_and_metrics(
 
     assert _run(qtbot, widget) == "done"
     mse, wgan, diff = widget.last_layers
-    assert [mse.name, wgan.name] == ["noisy [tiny-mse]", "noisy [tiny-wgan]"]
+    assert [mse.name, wgan.name] == ["noisy MSE [tiny-mse]", "noisy WGAN [tiny-wgan]"]
     assert "|MSE − WGAN|" in diff.name
     assert len(viewer.layers) == 5
     for out in (mse, wgan):

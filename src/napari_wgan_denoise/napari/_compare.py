@@ -21,7 +21,7 @@ from ._jobs import layer_channels, prepare_job, prepare_reference
 from ._pickers import ChoicePicker, LayerPicker
 from ._runner import RunnerWidget, Started, add_row
 from ._runs import IDEAL, Outputs, run_compare
-from ._viewer import add_outputs
+from ._viewer import add_comparison
 
 __all__ = ["CompareWidget"]
 
@@ -33,9 +33,12 @@ READOUT_COLUMNS = (("whiteness", "whiteness"), ("grad_corr", "grad corr"))
 class CompareWidget(RunnerWidget):
     """Run both members of a model family on one layer and show where they differ.
 
-    Adds the ID-MSE and ID-MSE-WGAN outputs and an ``|MSE − WGAN|`` layer (where the
-    adversarial model changed the image most: look there for invented detail), turns on
-    grid mode with the input and outputs side by side and links their contrast limits.
+    Adds the ID-MSE and ID-MSE-WGAN outputs (``"<input> MSE [<model>]"``, ``"<input> WGAN
+    [<model>]"``) and an ``|MSE − WGAN|`` layer (where the adversarial model changed the
+    image most: look there for invented detail), links the contrast limits of input and
+    outputs and turns on a grid of exactly these four, each panel labelled with its layer
+    name and the view reset to show whole images; other layers are hidden until the grid
+    is turned off. Running again on the same input and family replaces the earlier outputs.
 
     The table always shows the hallucination readout of each output's method noise
     (input − output): its whiteness (neighbour autocorrelation; about 0 when only noise
@@ -70,7 +73,8 @@ class CompareWidget(RunnerWidget):
         self.method_noise = QCheckBox("method noise layers (input − output)", self)
         self.method_noise.setToolTip(
             "Also add each model's method noise: what it removed. It should look like pure "
-            "noise; edges or shapes in it are signal the model took away or replaced."
+            "noise; edges or shapes in it are signal the model took away or replaced. "
+            "Hidden while the comparison grid is on."
         )
         self.form.addRow(self.method_noise)
         columns = READOUT_COLUMNS + METRIC_COLUMNS
@@ -132,7 +136,7 @@ class CompareWidget(RunnerWidget):
 
         def on_result(outputs: Outputs) -> None:
             source = layer if layer in self.viewer.layers else None
-            layers = add_outputs(self.viewer, outputs, source, grid=True)
+            layers = add_comparison(self.viewer, outputs, source, grid=True)
             self.last_layers = tuple(layers[: outputs.panels])
             self.last_layer = layers[0]
             self.last_method_noise_layers = layers[outputs.panels :]

@@ -47,8 +47,8 @@ class Outputs:
     """What a run made: layer data to add just above the input layer ``source``.
 
     ``linked`` leading outputs share contrast limits with the input (Compare's twins);
-    ``panels`` leading outputs are the main ones (Compare: both outputs and their
-    difference; the method noise layers follow);
+    ``panels`` leading outputs are shown in grid mode beside the input (Compare: both
+    outputs and their difference), the other layers are hidden while the grid is on;
     ``metrics`` maps ``"input"`` and each model to PSNR / SSIM / gradient ratio when a
     reference was given; ``readout`` maps each model (and :data:`IDEAL`) to the
     hallucination readout of its method noise (see :func:`~..residual.stack_readout`).
@@ -234,6 +234,8 @@ def run_denoise(
 
 #: Readout key of the ideal residual (noisy − reference) when a reference is given.
 IDEAL = "ideal"
+#: What each Compare output shows, in its layer name (the grid panels' labels).
+COMPARE_ROLES = ("MSE", "WGAN")
 
 
 def difference(mse: np.ndarray, wgan: np.ndarray, rgb: bool) -> np.ndarray:
@@ -305,9 +307,10 @@ def run_compare(
     cancel: Any | None = None,
     method_noise: bool = False,
 ) -> Generator[Progress, None, Outputs]:
-    """Run a family's ID-MSE and ID-MSE-WGAN models on the same data: both outputs, their
-    difference, the hallucination readout and (with a reference) the metrics; with
-    ``method_noise`` also each model's input − output layer."""
+    """Run a family's ID-MSE and ID-MSE-WGAN models on the same data: both outputs
+    (``"<input> MSE [<model>]"``, ``"<input> WGAN [<model>]"``), their difference, the
+    hallucination readout and (with a reference) the metrics; with ``method_noise`` also
+    each model's input − output layer."""
     yield Progress(0.0, f"Loading {mse_name} and {wgan_name}")
     models = [cache.get(mse_name), cache.get(wgan_name)]
     for m, n in zip(models, (mse_name, wgan_name)):
@@ -352,7 +355,10 @@ def run_compare(
     if cancel is not None and cancel.is_set():
         raise Cancelled("Comparison was cancelled; no layer was added.")
     yield Progress(1.0, "Done")
-    layers = [image_data(o, job, f"{job.name} [{r['model']}]", r) for r, o in zip(records, outs)]
+    layers = [
+        image_data(o, job, f"{job.name} {role} [{r['model']}]", r)
+        for role, r, o in zip(COMPARE_ROLES, records, outs)
+    ]
     layers.append(_difference_data(diff, job, family, records))
     if method_noise:
         for r, o in zip(records, outs):

@@ -30,7 +30,7 @@ from ._bridge import drive
 from ._choices import NO_RESTORE_MODEL, default_restore_model, no_model_message
 from ._jobs import LayerJob, is_image_layer, prepare_job, prepare_reference, prepare_restore
 from ._runs import Outputs, Settings, run_compare, run_denoise, run_restore
-from ._viewer import add_outputs, to_layers
+from ._viewer import add_comparison, add_outputs, to_layers
 
 __all__ = ["Comparison", "compare_layer", "denoise_layer", "restore_layer"]
 
@@ -169,8 +169,11 @@ def compare_layer(
     ``family`` is e.g. ``"fluo"`` (models ``fluo-mse`` and ``fluo-wgan``) or ``"cells-fast"``;
     ``None`` picks the default family for the layer. Adds both outputs and an
     ``|MSE − WGAN|`` layer (where the adversarial model changed most: check there for
-    invented detail) above the input, links the contrast limits of input and outputs and
-    turns on grid mode (``grid=False`` leaves the view as it is). With a ``reference``
+    invented detail) above the input as ``"<input> MSE [<model>]"``, ``"<input> WGAN
+    [<model>]"`` and ``"<input> |MSE − WGAN| [<family>]"`` (replacing the layers of an
+    earlier comparison of the same input and family), links the contrast limits of input
+    and outputs and turns on a grid of just these four, labelled with their names and the
+    view reset (``grid=False`` leaves the view as it is). With a ``reference``
     (the clean image, a layer or its name) ``Comparison.metrics`` holds PSNR, SSIM and
     gradient ratio of the input and both outputs. ``Comparison.readout`` always holds the
     hallucination readout; ``method_noise=True`` also adds each model's input − output
@@ -204,7 +207,7 @@ def compare_layer(
         progress,
     )
     if viewer is not None and add_to_viewer:
-        layers = add_outputs(viewer, outputs, layer, grid=grid)
+        layers = add_comparison(viewer, outputs, layer, grid=grid)
     else:
         layers = to_layers(outputs)
     mse, wgan, diff = layers[: outputs.panels]
