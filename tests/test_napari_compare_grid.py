@@ -1,6 +1,6 @@
-"""Compare's grid as a user sees it, in a real viewer (issue 16, item 3): exactly input, MSE,
-WGAN and difference, labelled with their names and the view reset; no pile-up of "… [1]"
-layers on repeated runs."""
+"""Compare's grid as a user sees it, in a real viewer (issue 16, item 3 and the metrics flag
+of item 8): exactly input, MSE, WGAN and difference, labelled with their names and the view
+reset; no pile-up of "… [1]" layers on repeated runs; outputs worse than the input flagged."""
 
 from __future__ import annotations
 
@@ -129,3 +129,36 @@ def test_repeated_compare_replaces_its_own_layers(make_napari_viewer, qtbot, twi
     # contrast limits stay linked between input and the new outputs
     layer.contrast_limits = (10.0, 150.0)
     assert tuple(result.mse.contrast_limits) == (10.0, 150.0)
+
+
+def test_metrics_flag_an_output_worse_than_the_input(make_napari_viewer, qtbot, twins, rng):
+    viewer = make_napari_viewer()
+    # nearly clean input (σ = 0.5 on a 40..160 image): random-weight models can only lose
+    layer, ref, _ = _scene(viewer, rng, sigma=0.5)
+    widget = _compare(viewer)
+    widget.layer_picker.set_layer(layer)
+    widget.reference_picker.set_layer(ref)
+    assert _run(qtbot, widget) == "done"
+    metrics = widget.last_metrics
+    worse = [n for n in ("tiny-mse", "tiny-wgan") if metrics[n]["psnr"] < metrics["input"]["psnr"]]
+    assert worse and widget.worse_than_input == worse
+    assert widget.flag.isVisibleTo(widget)
+    assert all(name in widget.flag.text() for name in worse)
+    rows = [widget.table.verticalHeaderItem(r).text() for r in range(widget.table.rowCount())]
+    psnr_col = 2
+    for name in worse:
+        assert widget.table.item(rows.index(name), psnr_col).text().endswith("▼")
+    assert not widget.table.item(rows.index("input"), psnr_col).text().endswith("▼")
+
+    # outputs better than the input: no flag
+    better = {
+        "input": {"psnr": 20.0, "ssim": 0.5, "grad_ratio": 1.5},
+        "tiny-mse": {"psnr": 25.0, "ssim": 0.7, "grad_ratio": 0.9},
+        "tiny-wgan": {"psnr": 24.0, "ssim": 0.7, "grad_ratio": 1.0},
+    }
+    widget.show_metrics(better, widget.last_readout)
+    assert widget.worse_than_input == [] and not widget.flag.isVisibleTo(widget)
+    assert not any(
+        widget.table.item(r, psnr_col).text().endswith("▼")
+        for r in range(widget.table.rowCount())
+    )

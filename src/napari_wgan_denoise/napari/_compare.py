@@ -6,10 +6,12 @@ import math
 import threading
 from typing import Any
 
+from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QHeaderView,
+    QLabel,
     QTableWidget,
     QTableWidgetItem,
     QWidget,
@@ -28,6 +30,8 @@ __all__ = ["CompareWidget"]
 METRIC_COLUMNS = (("psnr", "PSNR dB"), ("ssim", "SSIM"), ("grad_ratio", "grad ratio"))
 #: The hallucination readout: statistics of the method noise, no reference needed.
 READOUT_COLUMNS = (("whiteness", "whiteness"), ("grad_corr", "grad corr"))
+#: Colour of a PSNR below the input's (the model made the image worse).
+WORSE_COLOUR = "#d9534f"
 
 
 class CompareWidget(RunnerWidget):
@@ -45,7 +49,8 @@ class CompareWidget(RunnerWidget):
     was removed) and its correlation with the image gradient (positive when the model
     removed more at edges); *method noise layers* adds the maps themselves. With a clean
     reference layer it also shows PSNR, SSIM and gradient ratio (sharpness relative to the
-    reference; below 1 is blurrier) of the input and both outputs.
+    reference; below 1 is blurrier) of the input and both outputs, and flags an output
+    whose PSNR is below the input's.
     """
 
     action = "compare on"
@@ -88,12 +93,19 @@ class CompareWidget(RunnerWidget):
             "grad corr: correlation of the method noise's size with the image gradient; "
             "positive if the model removed more at edges (blurred or replaced them).\n"
             "With a reference: PSNR and SSIM (higher is closer), gradient ratio "
-            "(sharpness relative to the reference: 1 is as sharp, below 1 blurrier).\n"
+            "(sharpness relative to the reference: 1 is as sharp, below 1 blurrier); a PSNR "
+            "marked ▼ is below the input's: that model made the image worse.\n"
             "ideal: the readout of noisy − reference, i.e. of removing exactly the noise: "
             "compare the models' whiteness and grad corr with it."
         )
         self.table.setVisible(False)
+        #: Says which outputs have a lower PSNR than their input (hidden when none has).
+        self.flag = QLabel("", self)
+        self.flag.setWordWrap(True)
+        self.flag.setStyleSheet(f"color: {WORSE_COLOUR};")
+        self.flag.setVisible(False)
         self.layout_.insertWidget(self.layout_.count() - 1, self.table)  # above the stretch
+        self.layout_.insertWidget(self.layout_.count() - 1, self.flag)
         self._watch(self.family_picker, refresh=[self.family_picker])
 
     #: The layers ``(mse, wgan, difference)`` of the last successful run.
@@ -104,6 +116,8 @@ class CompareWidget(RunnerWidget):
     last_readout: dict[str, dict[str, float]] | None = None
     #: The method noise layers of the last run (when asked for).
     last_method_noise_layers: list[Any] = []
+    #: Models of the last run whose output has a lower PSNR than the input.
+    worse_than_input: list[str] = []
 
     # ------------------------------------------------------------------ choices
 
@@ -160,8 +174,11 @@ class CompareWidget(RunnerWidget):
         readout: dict[str, dict[str, float]] | None = None,
     ) -> None:
         """Fill the table: the readout of each output, and with a reference the metrics of
-        the input and the outputs (their columns are hidden without one)."""
+        the input and the outputs (their columns are hidden without one); flag outputs
+        whose PSNR is below the input's."""
         self.table.setVisible(bool(metrics or readout))
+        self.worse_than_input = worse_than_input(metrics)
+        self._show_flag(metrics)
         if not (metrics or readout):
             self.table.setRowCount(0)
             return
@@ -178,13 +195,39 @@ class CompareWidget(RunnerWidget):
             self.table.setColumnHidden(c, not source)
             for r, name in enumerate(rows):
                 value = (source or {}).get(name, {}).get(key)
-                text = "–" if value is None else _format(key, value)
-                self.table.setItem(r, c, QTableWidgetItem(text))
+                item = QTableWidgetItem("–" if value is None else _format(key, value))
+                if key == "psnr" and name in self.worse_than_input:
+                    item.setText(f"{item.text()} ▼")
+                    item.setForeground(QBrush(QColor(WORSE_COLOUR)))
+                    item.setToolTip("Below the input's PSNR: this model made the image worse.")
+                self.table.setItem(r, c, item)
         self.table.resizeRowsToContents()
         height = self.table.horizontalHeader().height() + sum(
             self.table.rowHeight(r) for r in range(len(rows))
         )
         self.table.setFixedHeight(height + 2 * self.table.frameWidth())
+
+    def _show_flag(self, metrics: dict[str, dict[str, float]] | None) -> None:
+        """The warning under the table naming the outputs worse than the input."""
+        if not self.worse_than_input or not metrics:
+            self.flag.setVisible(False)
+            self.flag.setText("")
+            return
+        base = metrics["input"]["psnr"]
+        worse = ", ".join(f"{n} ({metrics[n]['psnr']:.2f} dB)" for n in self.worse_than_input)
+        self.flag.setText(
+            f"▼ Worse than the input ({base:.2f} dB): {worse}. This image may be less noisy "
+            "than, or unlike, what the model was trained on."
+        )
+        self.flag.setVisible(True)
+
+
+def worse_than_input(metrics: dict[str, dict[str, float]] | None) -> list[str]:
+    """The models whose output has a lower PSNR against the reference than the input has."""
+    if not metrics or "input" not in metrics:
+        return []
+    base = metrics["input"]["psnr"]
+    return [name for name, values in metrics.items() if name != "input" and values["psnr"] < base]
 
 
 def _format(key: str, value: float) -> str:
