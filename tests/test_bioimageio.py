@@ -124,6 +124,11 @@ def test_cli_export(tmp_path, capsys):
     assert out.is_file() and "gray.zip" in capsys.readouterr().out
     assert main(["export", "gray-mse-fast", "-o", str(out)]) == 2  # exists, no --overwrite
     assert main(["export", "fluo-cascade-fast", "-o", str(tmp_path / "c.zip")]) == 2
+    assert main(["export", "no-such-model", "-o", str(tmp_path / "n.zip")]) == 3
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["export", "gray-mse-fast", "-o", str(blocker / "x.zip")]) == 1  # not writable
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "gray.zip"]
 
 
 # ---------------------------------------------------------------- foreign and broken packages
