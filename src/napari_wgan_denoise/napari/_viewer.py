@@ -134,13 +134,15 @@ def add_comparison(
 class _GridSession:
     """What :func:`show_grid` changed in one viewer, to undo when the grid is turned off."""
 
-    grid: Any
+    viewer_ref: weakref.ref  # weak: a closed viewer is not kept alive
+    emitter: Any  # the grid's ``enabled`` event that calls ``undo``
     hidden: list[weakref.ref] = field(default_factory=list)
     named: list[tuple[weakref.ref, bool]] = field(default_factory=list)
 
     def undo(self, event: Any = None) -> None:
         """Grid off: show the layers hidden for it again and put the name labels back."""
-        if self.grid.enabled:
+        viewer = self.viewer_ref()
+        if viewer is not None and grid_of(viewer).enabled:
             return
         for ref in self.hidden:
             if (layer := ref()) is not None:
@@ -148,11 +150,13 @@ class _GridSession:
         for ref, visible in self.named:
             if (layer := ref()) is not None:
                 layer.name_overlay.visible = visible
-        self.grid.events.enabled.disconnect(self.undo)
-        _GRID_SESSIONS.pop(id(self.grid), None)
+        self.emitter.disconnect(self.undo)
+        if _GRID_SESSIONS.get(id(viewer)) is self:
+            del _GRID_SESSIONS[id(viewer)]
 
 
-#: Open grid sessions by ``id`` of the viewer's grid model.
+#: Open grid sessions by ``id`` of the viewer (its grid's event holds ``undo`` weakly, so
+#: this keeps the session alive until the grid is turned off).
 _GRID_SESSIONS: dict[int, _GridSession] = {}
 
 
@@ -161,11 +165,11 @@ def show_grid(viewer: Any, shown: list[Layer]) -> None:
     and the view reset so that every panel shows the whole image. Other visible layers are
     hidden meanwhile; turning the grid off shows them again and removes the labels."""
     grid = grid_of(viewer)
-    session = _GRID_SESSIONS.get(id(grid))
-    if session is None or session.grid is not grid:
-        session = _GridSession(grid)
-        _GRID_SESSIONS[id(grid)] = session
-        grid.events.enabled.connect(session.undo)
+    session = _GRID_SESSIONS.get(id(viewer))
+    if session is None or session.viewer_ref() is not viewer:
+        session = _GridSession(weakref.ref(viewer), grid.events.enabled)
+        _GRID_SESSIONS[id(viewer)] = session
+        session.emitter.connect(session.undo)
     for layer in viewer.layers:
         if layer.visible and not any(layer is s for s in shown):
             layer.visible = False
