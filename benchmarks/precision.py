@@ -3,9 +3,11 @@ change, measured as ratios in one run (issue 14, deliverable 1).
 
 Usage (from the repository root; one thread, like a training run)::
 
-    OMP_NUM_THREADS=1 python benchmarks/precision.py --model gray-mse-fast \
-        --model runs/study/shuffle12x64 --clean ../shared/data/gray/set12 --sigma 25 \
-        --json runs/precision.json
+    OMP_NUM_THREADS=1 python -m benchmarks.precision --model gray-mse-fast \
+        --model runs/zoo/gray-mse-checkpoints/last --clean ../shared/data/gray/set12 \
+        --sigma 25 --json runs/precision.json
+
+A ``--model`` is a registered name, a model file, or a training checkpoint (``.../last``).
 
 Training: a generator step (forward, summed-MSE loss in fp32, backward, Adam) on a batch
 of 32 patches of 64², and for one architecture a full WGAN-GP iteration (critic step with
@@ -20,9 +22,11 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
+from benchmarks.generator_study import checkpoint_model
 from napari_wgan_denoise.benchmark import machine_info
 from napari_wgan_denoise.evaluation import evaluate
 from napari_wgan_denoise.inference.devices import PRECISION_ENV, cpu_has_bf16
@@ -54,7 +58,8 @@ class _Random:
 
 
 def step_time(arch: str, config: dict, precision: str, loss: str = "mse", steps: int = 6) -> float:
-    """Median seconds of one training iteration (after two warm-up steps)."""
+    """Median CPU seconds of one training iteration (after two warm-up steps). CPU time of
+    this one-thread process, not wall time, so the ratio holds on a loaded machine."""
     cfg = TrainConfig(
         architecture=arch,
         arch_config=config,
@@ -69,11 +74,24 @@ def step_time(arch: str, config: dict, precision: str, loss: str = "mse", steps:
     trainer = Trainer(cfg, _Random())
     times = []
     for _ in range(steps + 2):
-        t = time.perf_counter()
+        t = time.process_time()
         trainer.step()
-        times.append(time.perf_counter() - t)
+        times.append(time.process_time() - t)
     times = sorted(times[2:])
     return times[len(times) // 2]
+
+
+def cpu_s_per_mp(model: object, size: int = 1024) -> float:
+    """CPU seconds per megapixel of ``denoise`` on one thread (after a warm-up)."""
+    import numpy as np
+
+    from napari_wgan_denoise import denoise
+
+    img = np.random.default_rng(0).normal(100, 20, (size, size)).astype(np.float32)
+    denoise(img[:256, :256], model)
+    t = time.process_time()
+    denoise(img, model)
+    return (time.process_time() - t) / (size * size / 1e6)
 
 
 def main() -> None:
@@ -93,7 +111,7 @@ def main() -> None:
     }
     print(f"CPU native bf16: {cpu_has_bf16()}; threads: {torch.get_num_threads()}")
     if not args.skip_training:
-        print("\n| training step (32 x 64², one thread) | fp32 s | bf16 s | speed-up |")
+        print("\n| training step (32 x 64², one thread) | fp32 CPU-s | bf16 CPU-s | speed-up |")
         print("|---|---:|---:|---:|")
         rows = [(n, a, c, "mse") for n, (a, c) in ARCHS.items()]
         rows.append(
@@ -106,12 +124,17 @@ def main() -> None:
             print(f"| {name} | {fp32:.3f} | {bf16:.3f} | {fp32 / bf16:.2f}x |", flush=True)
     print(
         f"\n| model ({args.clean}, σ {args.sigma:g}) | PSNR fp32 | PSNR bf16 | Δ dB "
-        "| s/MP fp32 | s/MP bf16 |"
+        "| CPU-s/MP fp32 | CPU-s/MP bf16 |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     old = os.environ.get(PRECISION_ENV)
     try:
-        for model in args.model:
+        for name in args.model:
+            model = name
+            if os.path.exists(f"{name}.json") and os.path.exists(f"{name}.safetensors"):
+                with open(f"{name}.json") as fh:
+                    if "iteration" in json.load(fh):  # a training checkpoint
+                        model = checkpoint_model(Path(name))[0]
             rows = {}
             for precision in ("fp32", "bf16"):
                 os.environ[PRECISION_ENV] = precision
@@ -119,11 +142,12 @@ def main() -> None:
                     [model], clean=args.clean, sigma=args.sigma, notify=lambda m: None
                 )  # warm-up
                 rows[precision] = evaluate([model], clean=args.clean, sigma=args.sigma)[0]
+                rows[precision]["cpu_s_per_mp"] = cpu_s_per_mp(model)
             a, b = rows["fp32"], rows["bf16"]
-            result["inference"].append({"model": model, "fp32": a, "bf16": b})
+            result["inference"].append({"model": name, "fp32": a, "bf16": b})
             print(
-                f"| {model} | {a['psnr']:.3f} | {b['psnr']:.3f} | {b['psnr'] - a['psnr']:+.3f} | "
-                f"{a['s_per_mp']:.2f} | {b['s_per_mp']:.2f} |",
+                f"| {name} | {a['psnr']:.3f} | {b['psnr']:.3f} | {b['psnr'] - a['psnr']:+.3f} | "
+                f"{a['cpu_s_per_mp']:.2f} | {b['cpu_s_per_mp']:.2f} |",
                 flush=True,
             )
     finally:

@@ -2,10 +2,11 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/zoo_eval.py gray  --model gray-mse-fast --model gray-wgan-fast
-    python benchmarks/zoo_eval.py cells --model cells-mse-fast --model cells-wgan-fast
-    python benchmarks/zoo_eval.py fluo  --model fluo-mse-fast --model fluo-wgan-fast
+    python -m benchmarks.zoo_eval gray  --model gray-mse-fast --model gray-wgan-fast
+    python -m benchmarks.zoo_eval cells --model cells-mse-fast --model cells-wgan-fast
+    python -m benchmarks.zoo_eval fluo  --model fluo-mse-fast --model fluo-wgan-fast
     # add --json FILE to keep the rows, --no-baselines to skip BM3D/NLM
+    # a --model may also be a training checkpoint: runs/zoo/gray-mse-checkpoints/last
 
 * gray: Set12 at σ 25 and 50 (seeded, float, unclipped: the seed-000 protocol).
 * cells: CellaVision 077-088 (held out from training) at σ 25/35/50, and the same images
@@ -181,6 +182,19 @@ def fluo(models, baselines) -> dict:
     return out
 
 
+def _model(name: str):
+    """A model name or file as is; a training checkpoint as a model (named after its run
+    and iteration)."""
+    meta = Path(f"{name}.json")
+    if meta.exists() and "iteration" in json.loads(meta.read_text()):
+        from benchmarks.generator_study import checkpoint_model
+
+        model, info = checkpoint_model(Path(name))
+        model.card["name"] = f"{model.card['name']}@{info['iteration']}"
+        return model
+    return name
+
+
 def main() -> None:
     """Run one family's held-out evaluation and print markdown tables."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -190,7 +204,8 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     baselines = () if args.no_baselines else ("bm3d", "nlm")
-    result = {"gray": gray, "cells": cells, "fluo": fluo}[args.family](args.model, baselines)
+    models = [_model(m) for m in args.model]
+    result = {"gray": gray, "cells": cells, "fluo": fluo}[args.family](models, baselines)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -104,3 +104,34 @@ def test_a_new_finetune_mode_plugs_in_as_one_class(tiny_gray, rng):
         finetune(tiny_gray, noisy, mode="gentle", save=False)
     with pytest.raises(TypeError, match="Unknown fine-tuning option"):
         FinetuneConfig.from_options("paired", iteratons=3)
+
+
+def test_family_and_default_come_from_the_card(tiny_gray):
+    """A model joins a family and becomes the default by what its card says, whatever its
+    name; the shipped cards declare theirs."""
+    import copy
+
+    from napari_wgan_denoise import save_user_model
+    from napari_wgan_denoise.models.families import (
+        default_family_for,
+        default_model_for,
+        family_members,
+        list_families,
+    )
+    from napari_wgan_denoise.models.registry import find_model
+
+    assert find_model("fluo-wgan-fast").card["family"] == {"name": "fluo-fast", "kind": "wgan"}
+    assert default_model_for(1) == "fluo-wgan-fast"  # marked default in its card
+    assert default_model_for(3) == "cells-wgan-fast"
+    plain = copy.deepcopy(tiny_gray)
+    plain.card["family"] = {"name": "lab", "kind": "mse"}
+    save_user_model(plain, "plain-denoiser")
+    adv = copy.deepcopy(tiny_gray)
+    adv.card["family"] = {"name": "lab", "kind": "wgan"}
+    adv.card["default"] = True
+    save_user_model(adv, "sharp-denoiser")
+    assert "lab" in list_families()
+    assert family_members("lab") == ("plain-denoiser", "sharp-denoiser")
+    # shipped models come first, so a user's default does not displace the shipped one
+    assert default_model_for(1) == "fluo-wgan-fast"
+    assert default_family_for(1) == "fluo-fast"

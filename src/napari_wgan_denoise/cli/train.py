@@ -26,7 +26,7 @@ DATA_KEYS = (
     "balance",
     "colour_jitter",
 )
-CARD_KEYS = ("modality", "description")
+CARD_KEYS = ("modality", "description", "family", "default")
 PATH_KEYS = ("clean", "noisy", "fmd")
 
 

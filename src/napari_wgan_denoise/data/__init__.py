@@ -14,10 +14,10 @@ _EXPORTS = {
     "GaussianNoise": "noise",
     "PoissonGaussianNoise": "noise",
     "parse_noise": "noise",
-    "PatchSource": "datasets",
-    "SyntheticSource": "datasets",
-    "PairedSource": "datasets",
-    "MixedSource": "datasets",
+    "PatchSource": "sources",
+    "SyntheticSource": "sources",
+    "PairedSource": "sources",
+    "MixedSource": "sources",
     "make_source": "datasets",
 }
 
