@@ -225,7 +225,7 @@ def test_compare_layer_without_viewer(twins, rng, no_shipped_models):
     result = compare_layer(Image(noisy, name="n"), reference=Image(clean, name="c"))
     assert result.family == "tinyrgb"
     mse, wgan, diff = result.layers
-    assert mse.name == "n [tinyrgb-mse]" and wgan.name == "n [tinyrgb-wgan]"
+    assert mse.name == "n MSE [tinyrgb-mse]" and wgan.name == "n WGAN [tinyrgb-wgan]"
     assert mse.data.shape == noisy.shape and mse.rgb
     assert diff.data.shape == (40, 40) and diff.colormap.name == "magma"
     assert set(result.metrics) == {"input", "tinyrgb-mse", "tinyrgb-wgan"}

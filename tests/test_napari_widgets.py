@@ -247,7 +247,7 @@ def test_compare_widget_adds_three_layers_grid_and_metrics(
 
     assert _run(qtbot, widget) == "done"
     mse, wgan, diff = widget.last_layers
-    assert [mse.name, wgan.name] == ["noisy [tiny-mse]", "noisy [tiny-wgan]"]
+    assert [mse.name, wgan.name] == ["noisy MSE [tiny-mse]", "noisy WGAN [tiny-wgan]"]
     assert "|MSE − WGAN|" in diff.name
     assert len(viewer.layers) == 5
     for out in (mse, wgan):
@@ -264,15 +264,23 @@ def test_compare_widget_adds_three_layers_grid_and_metrics(
     # contrast limits are linked
     layer.contrast_limits = (300, 1700)
     assert tuple(mse.contrast_limits) == tuple(wgan.contrast_limits) == (300, 1700)
-    # the metrics table: input + both models x PSNR, SSIM, gradient ratio
+    # the metrics table: input + both models x readout (whiteness, grad corr) and PSNR,
+    # SSIM, gradient ratio
     assert widget.table.isVisibleTo(widget)
-    assert widget.table.rowCount() == 3 and widget.table.columnCount() == 3
+    # (rows: input, ideal = noisy − reference, the two models)
+    assert widget.table.rowCount() == 4 and widget.table.columnCount() == 5
+    assert set(widget.last_readout) == {"ideal", "tiny-mse", "tiny-wgan"}
+    assert widget.table.item(0, 0).text() == "–"  # no readout for the input itself
+    assert widget.table.item(1, 2).text() == "–"  # no PSNR for the ideal residual
     assert set(widget.last_metrics) == {"input", "tiny-mse", "tiny-wgan"}
     for values in widget.last_metrics.values():
         assert np.isfinite(values["psnr"]) and -1 <= values["ssim"] <= 1
         assert values["grad_ratio"] > 0
-    assert float(widget.table.item(1, 0).text()) == pytest.approx(
+    assert float(widget.table.item(2, 2).text().rstrip(" ▼")) == pytest.approx(
         widget.last_metrics["tiny-mse"]["psnr"], abs=0.01
+    )
+    assert float(widget.table.item(2, 0).text()) == pytest.approx(
+        widget.last_readout["tiny-mse"]["whiteness"], abs=0.001
     )
 
 
@@ -293,7 +301,14 @@ def test_compare_widget_current_slice_of_rgb_stack(
     assert diff.data.shape == (1, 40, 40) and not diff.rgb
     np.testing.assert_allclose(mse.translate, (1, 0, 0))
     assert mse.name.endswith("(slice 1)")
-    assert not widget.table.isVisibleTo(widget)  # no reference, no table
+    # no reference: the table shows only the readout of both models
+    assert widget.table.isVisibleTo(widget) and widget.table.rowCount() == 2
+    assert widget.last_metrics is None and set(widget.last_readout) == {
+        "tinyrgb-mse",
+        "tinyrgb-wgan",
+    }
+    assert [widget.table.isColumnHidden(c) for c in range(5)] == [False, False, True, True, True]
+    assert widget.last_method_noise_layers == []
     assert grid_of(viewer).enabled and layer in viewer.layers
 
 

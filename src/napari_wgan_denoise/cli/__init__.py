@@ -47,7 +47,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``wgan-denoise`` (exposed for docs and tests)."""
-    from . import benchmark, cascade, demo, denoise, evaluate, finetune, train
+    from . import benchmark, cascade, demo, denoise, evaluate, export, finetune, train
 
     parser = argparse.ArgumentParser(
         prog="wgan-denoise",
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list shipped and user models")
     p.set_defaults(func=_cmd_models)
-    for module in (denoise, train, finetune, cascade, evaluate, demo, benchmark):
+    for module in (denoise, train, finetune, cascade, evaluate, demo, benchmark, export):
         module.register(sub)
     return parser
 

@@ -25,7 +25,7 @@ def card_key(card: dict[str, Any]) -> str:
 
 
 def _looks_like_path(text: str) -> bool:
-    return any(sep in text for sep in "/\\") or text.endswith((".json", ".safetensors"))
+    return any(sep in text for sep in "/\\") or text.endswith((".json", ".safetensors", ".zip"))
 
 
 class ModelCache:

@@ -137,10 +137,15 @@ def find_model(name: str) -> ModelEntry:
 
 
 def load_model(name_or_path: str | os.PathLike[str] | DenoiseModel) -> DenoiseModel:
-    """Load a registered model by name, or a model file pair by path."""
+    """Load a registered model by name, a model file pair by path, or a bioimage.io
+    package (``.zip``) by path."""
     if isinstance(name_or_path, DenoiseModel):
         return name_or_path
     text = str(name_or_path)
+    if text.endswith((".zip", "bioimageio.yaml", "rdf.yaml")):  # a bioimage.io package
+        from ..export.bioimageio import load_bioimageio
+
+        return load_bioimageio(text)
     weights, card = model_paths(text)
     looks_like_path = os.sep in text or "/" in text or text.endswith((".json", ".safetensors"))
     if weights.exists() or card.exists() or looks_like_path:

@@ -8,6 +8,7 @@ from typing import Any
 from qtpy.QtWidgets import QWidget
 
 from ._jobs import prepare_job
+from ._model_files import ModelFilesMixin
 from ._pickers import LayerPicker
 from ._runner import RunnerWidget, Started, add_row
 from ._runs import run_denoise
@@ -15,12 +16,15 @@ from ._runs import run_denoise
 __all__ = ["DenoiseWidget"]
 
 
-class DenoiseWidget(RunnerWidget):
+class DenoiseWidget(ModelFilesMixin, RunnerWidget):
     """Denoise an Image layer (whole, or the current slice) with a registry model.
 
     The model list shows each shipped and user model's modality, size and channels and
     greys out models that do not fit the picked layer (RGB vs gray). The result is added as
     ``"<input> [<model>]"`` with the input's placement and contrast limits.
+
+    *Open…* adds a model file (a bioimage.io ``.zip`` package or a ``.safetensors`` /
+    ``.json`` pair) to the list; *Export…* writes the picked model as a bioimage.io package.
     """
 
     action = "denoise"
@@ -31,6 +35,7 @@ class DenoiseWidget(RunnerWidget):
         self.model_picker = self.model_picker_for("denoise")
         add_row(self.form, "Image:", self.layer_picker, "The image layer to denoise.")
         add_row(self.form, "Model:", self.model_picker)
+        self._add_model_file_buttons(self.model_picker)
         self._watch(self.model_picker, refresh=[self.model_picker])
 
     def _not_ready_for(self, layer: Any) -> str | None:

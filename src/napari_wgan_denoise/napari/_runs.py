@@ -49,9 +49,13 @@ class Outputs:
     """What a run made: layer data to add just above the input layer ``source``.
 
     ``linked`` leading outputs share contrast limits with the input (Compare's twins);
+    ``panels`` leading outputs are shown in grid mode beside the input (Compare: both
+    outputs and their difference), the other layers are hidden while the grid is on;
     ``metrics`` maps ``"input"`` and each model to PSNR / SSIM / gradient ratio when a
-    reference was given. With ``main_on_top`` the first output (the main result) goes on
-    top of the others in the layer list (Restore's "inpainted only" below "restored").
+    reference was given; ``readout`` maps each model (and :data:`IDEAL`) to the
+    hallucination readout of its method noise (see :func:`~..residual.stack_readout`).
+    With ``main_on_top`` the first output (the main result) goes on top of the others in
+    the layer list (Restore's "inpainted only" below "restored").
     """
 
     source: str
@@ -59,6 +63,8 @@ class Outputs:
     linked: int = 0
     metrics: dict[str, dict[str, float]] | None = None
     main_on_top: bool = False
+    panels: int = 0
+    readout: dict[str, dict[str, float]] | None = None
 
 
 def image_data(data: Any, job: LayerJob, name: str, record: dict[str, Any]) -> LayerDataTuple:
@@ -260,6 +266,11 @@ def run_denoise(
 
 # --------------------------------------------------------------------------- compare
 
+#: Readout key of the ideal residual (noisy − reference) when a reference is given.
+IDEAL = "ideal"
+#: What each Compare output shows, in its layer name (the grid panels' labels).
+COMPARE_ROLES = ("MSE", "WGAN")
+
 
 def difference(mse: np.ndarray, wgan: np.ndarray, rgb: bool) -> np.ndarray:
     """``|MSE - WGAN|`` as float32; for RGB(A) the mean over the three colours (gray map)."""
@@ -294,6 +305,30 @@ def _difference_data(
     return diff, {**kwargs, "metadata": meta}, "image"
 
 
+def _method_noise_data(
+    residual: np.ndarray, job: LayerJob, record: dict[str, Any], readout: dict[str, float]
+) -> LayerDataTuple:
+    """One model's method noise (input − output) as a signed gray layer placed like the
+    input, with contrast limits symmetric about 0."""
+    drop = ("contrast_limits", "colormap", "gamma", "rgb", "blending")
+    kwargs = {k: v for k, v in job.layer_kwargs.items() if k not in drop}
+    top = float(np.percentile(np.abs(residual), 99.5)) if residual.size else 1.0
+    meta = {
+        METADATA_KEY: {
+            "model": record["model"],
+            "family": record["family"],
+            "source_layer": job.name,
+            "what": "method noise: input − output (should look like pure noise)",
+            "readout": dict(readout),
+            "package_version": __version__,
+        }
+    }
+    name = job.output_name(f"{job.name} method noise [{record['model']}]")
+    limits = (-top, top) if top > 0 else (-1.0, 1.0)
+    kwargs.update(name=name, colormap="gray", contrast_limits=limits, rgb=False)
+    return residual, {**kwargs, "metadata": meta}, "image"
+
+
 def run_compare(
     job: LayerJob,
     mse_name: str,
@@ -304,9 +339,12 @@ def run_compare(
     reference: ReferenceJob | None = None,
     cache: ModelCache = SHARED_CACHE,
     cancel: Any | None = None,
+    method_noise: bool = False,
 ) -> Generator[Progress, None, Outputs]:
-    """Run a family's ID-MSE and ID-MSE-WGAN models on the same data: both outputs, their
-    difference and (with a reference) the metrics."""
+    """Run a family's ID-MSE and ID-MSE-WGAN models on the same data: both outputs
+    (``"<input> MSE [<model>]"``, ``"<input> WGAN [<model>]"``), their difference, the
+    hallucination readout and (with a reference) the metrics; with ``method_noise`` also
+    each model's input − output layer."""
     yield Progress(0.0, f"Loading {mse_name} and {wgan_name}")
     models = [cache.get(mse_name), cache.get(wgan_name)]
     for m, n in zip(models, (mse_name, wgan_name)):
@@ -336,19 +374,31 @@ def run_compare(
                 "family": family,
             }
         )
-    yield Progress(0.9, "Difference and metrics")
+    yield Progress(0.9, "Difference, readout and metrics")
+    from ..residual import method_noise_map, stack_readout
+
     diff = difference(outs[0], outs[1], job.rgb)
+    readout = {r["model"]: stack_readout(data, o, rgb=job.rgb) for r, o in zip(records, outs)}
     metrics = None
     if reference is not None:
         ref = reference.read(outs[0].shape)
         metrics = {r["model"]: quality_metrics(ref, o, job.rgb) for r, o in zip(records, outs)}
         metrics["input"] = quality_metrics(ref, data, job.rgb)
+        # what removing exactly the noise would give: the yardstick for the readout
+        readout[IDEAL] = stack_readout(data, ref, rgb=job.rgb)
     if cancel is not None and cancel.is_set():
         raise Cancelled("Comparison was cancelled; no layer was added.")
     yield Progress(1.0, "Done")
-    layers = [image_data(o, job, f"{job.name} [{r['model']}]", r) for r, o in zip(records, outs)]
+    layers = [
+        image_data(o, job, f"{job.name} {role} [{r['model']}]", r)
+        for role, r, o in zip(COMPARE_ROLES, records, outs)
+    ]
     layers.append(_difference_data(diff, job, family, records))
-    return Outputs(job.name, layers, linked=2, metrics=metrics)
+    if method_noise:
+        for r, o in zip(records, outs):
+            residual = method_noise_map(data, o, job.rgb)
+            layers.append(_method_noise_data(residual, job, r, readout[r["model"]]))
+    return Outputs(job.name, layers, linked=2, metrics=metrics, panels=3, readout=readout)
 
 
 # --------------------------------------------------------------------------- restore

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from ._bridge import drive
 from ._choices import NO_RESTORE_MODEL, default_restore_model, no_model_message
 from ._jobs import LayerJob, is_image_layer, prepare_job, prepare_reference, prepare_restore
 from ._runs import Outputs, Settings, run_compare, run_denoise, run_restore
-from ._viewer import add_outputs, to_layers
+from ._viewer import add_comparison, add_outputs, to_layers
 
 __all__ = ["Comparison", "compare_layer", "denoise_layer", "restore_layer"]
 
@@ -74,11 +74,11 @@ def _job(layer: Image, viewer: Any | None, current_slice: bool) -> LayerJob:
     return prepare_job(layer, current_slice=current_slice, world_point=point)
 
 
-def _place(outputs: Outputs, layer: Image, viewer: Any | None, *, grid: bool = False) -> list:
+def _place(outputs: Outputs, layer: Image, viewer: Any | None) -> list:
     """The outputs as layers, added just above ``layer`` in ``viewer`` unless it is None."""
     if viewer is None:
         return to_layers(outputs)
-    return add_outputs(viewer, outputs, layer, grid=grid)
+    return add_outputs(viewer, outputs, layer)
 
 
 def denoise_layer(
@@ -128,7 +128,10 @@ class Comparison:
     """What :func:`compare_layer` made: both outputs, their difference and the metrics.
 
     ``metrics`` maps ``"input"`` and each model name to ``{"psnr", "ssim", "grad_ratio"}``
-    when a reference was given, else it is ``None``.
+    when a reference was given, else it is ``None``. ``readout`` maps each model name (and
+    ``"ideal"``, the true noise, with a reference) to the method-noise statistics
+    ``{"whiteness", "grad_corr", "residual_std"}``; ``method_noise`` holds the method noise
+    layers when they were asked for.
     """
 
     family: str
@@ -136,6 +139,8 @@ class Comparison:
     wgan: Image
     difference: Image
     metrics: dict[str, dict[str, float]] | None
+    readout: dict[str, dict[str, float]] | None = None
+    method_noise: list[Image] = field(default_factory=list)
 
     @property
     def layers(self) -> tuple[Image, Image, Image]:
@@ -157,16 +162,22 @@ def compare_layer(
     batch_size: int | None = None,
     progress: Callable[[float, str], Any] | None = None,
     cancel: Any | None = None,
+    method_noise: bool = False,
 ) -> Comparison:
     """Run a family's ID-MSE and ID-MSE-WGAN twins on a layer and compare them.
 
     ``family`` is e.g. ``"fluo"`` (models ``fluo-mse`` and ``fluo-wgan``) or ``"cells-fast"``;
     ``None`` picks the default family for the layer. Adds both outputs and an
     ``|MSE − WGAN|`` layer (where the adversarial model changed most: check there for
-    invented detail) above the input, links the contrast limits of input and outputs and
-    turns on grid mode (``grid=False`` leaves the view as it is). With a ``reference``
+    invented detail) above the input as ``"<input> MSE [<model>]"``, ``"<input> WGAN
+    [<model>]"`` and ``"<input> |MSE − WGAN| [<family>]"`` (replacing the layers of an
+    earlier comparison of the same input and family), links the contrast limits of input
+    and outputs and turns on a grid of just these four, labelled with their names and the
+    view reset (``grid=False`` leaves the view as it is). With a ``reference``
     (the clean image, a layer or its name) ``Comparison.metrics`` holds PSNR, SSIM and
-    gradient ratio of the input and both outputs. Other options as in :func:`denoise_layer`.
+    gradient ratio of the input and both outputs. ``Comparison.readout`` always holds the
+    hallucination readout; ``method_noise=True`` also adds each model's input − output
+    layer. Other options as in :func:`denoise_layer`.
     """
     layer, viewer = _resolve(layer, viewer)
     job = _job(layer, viewer, current_slice)
@@ -191,11 +202,17 @@ def compare_layer(
             family=family,
             reference=ref_job,
             cancel=cancel,
+            method_noise=method_noise,
         ),
         progress,
     )
-    mse, wgan, diff = _place(outputs, layer, viewer if add_to_viewer else None, grid=grid)
-    return Comparison(family, mse, wgan, diff, outputs.metrics)
+    if viewer is not None and add_to_viewer:
+        layers = add_comparison(viewer, outputs, layer, grid=grid)
+    else:
+        layers = to_layers(outputs)
+    mse, wgan, diff = layers[: outputs.panels]
+    residuals = layers[outputs.panels :]
+    return Comparison(family, mse, wgan, diff, outputs.metrics, outputs.readout, residuals)
 
 
 def restore_layer(
