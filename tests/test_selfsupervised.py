@@ -203,3 +203,26 @@ def test_mode_defaults_are_the_fast_sizes(tiny_gray, rng):
     ss = finetune(tiny_gray, noisy, mode="self-supervised", iterations=1, save=False)
     assert (paired.card["finetune"]["batch_size"], paired.card["finetune"]["patch_size"]) == (4, 48)
     assert (ss.card["finetune"]["batch_size"], ss.card["finetune"]["patch_size"]) == (8, 64)
+
+
+def test_cli_self_supervised_writes_only_an_improved_model(tiny_gray, rng, tmp_path, capsys):
+    import tifffile
+
+    from napari_wgan_denoise import save_model
+    from napari_wgan_denoise.cli import main
+
+    save_model(tiny_gray, tmp_path / "base")
+    tifffile.imwrite(tmp_path / "noisy.tif", _noisy_stack(rng, n=4))
+    argv = ["finetune", "--model", str(tmp_path / "base"), "--noisy", str(tmp_path / "noisy.tif")]
+    argv += ["--mode", "self-supervised", "--ss-loss", "blind-spot", "--iterations", "6"]
+    argv += ["--batch-size", "2", "--patch-size", "32", "--lr", "1e-3", "-o", str(tmp_path / "ft")]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert "Noise check:" in err  # one line before training
+    written = (tmp_path / "ft.safetensors").exists()
+    assert rc in (0, 1) and written == (rc == 0)
+    if written:
+        ft = load_model(tmp_path / "ft").card["finetune"]
+        assert ft["improved"] and ft["data"]["self_supervised"]["loss"] == "blind-spot"
+    else:
+        assert "nothing saved" in err
