@@ -26,7 +26,7 @@ SS_REFERENCE_WEIGHT = 1e-3
 #: The self-supervised loss by default (measured in docs/benchmarks.md, issue 15).
 DEFAULT_SS_LOSS = "neighbor2neighbor"
 #: How two-stage makes its surrogate targets by default, and the choices.
-DEFAULT_SURROGATES = "ensemble"
+DEFAULT_SURROGATES = "base"
 SURROGATES = ("base", "ensemble", "self-supervised")
 
 
