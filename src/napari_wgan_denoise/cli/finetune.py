@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..training.finetune import MODES
+from ..training.finetune.selfsupervised import SS_LOSSES
+from ..training.finetune.strategies import DEFAULT_SS_LOSS, DEFAULT_SURROGATES, SURROGATES
 from ._progress import advance_to, progress_bar
 
 
@@ -37,18 +39,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         "finetune",
         help="fine-tune a model on your own stack",
         description="Adapt a model to your data: paired (noisy + clean), "
-        "two-stage (seed 002, noisy only) or n2n (repeated frames).",
+        "two-stage (seed 002, noisy only), n2n (repeated frames) or self-supervised "
+        "(noisy only: Neighbor2Neighbor or blind-spot loss). A noise check runs first.",
     )
     p.add_argument("--model", required=True, help="base model name or path")
     p.add_argument("--noisy", required=True, help="image file (stack) or folder of images")
     p.add_argument("--clean", help="clean counterpart (paired mode; validation in two-stage)")
-    p.add_argument("--references", help="folder of clean images for the critic (two-stage)")
+    p.add_argument(
+        "--references", help="folder of clean images for the critic (two-stage; optional in "
+        "n2n and self-supervised with --adversarial-weight)"
+    )
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--axis", type=int, help="axis of repeated frames (n2n)")
     p.add_argument("--iterations", type=int, default=500)
     p.add_argument("--time-budget", type=float, help="stop after this many seconds")
-    p.add_argument("--patch-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--patch-size", type=int, help="default: the mode's (chosen for speed)")
+    p.add_argument("--batch-size", type=int, help="default: the mode's (chosen for speed)")
+    p.add_argument(
+        "--ss-loss",
+        choices=SS_LOSSES,
+        help=f"self-supervised loss (default {DEFAULT_SS_LOSS})",
+    )
+    p.add_argument(
+        "--structured",
+        action=argparse.BooleanOptionalAction,
+        help="structured blind-spot mask (default: when the noise check finds correlated noise)",
+    )
+    p.add_argument(
+        "--surrogates",
+        choices=SURROGATES,
+        help=f"two-stage targets (default {DEFAULT_SURROGATES})",
+    )
     p.add_argument("--lr", type=float)
     p.add_argument("--adversarial-weight", type=float)
     p.add_argument("--stages", type=int, default=1)
@@ -63,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Run ``wgan-denoise finetune``; Ctrl-C or SIGTERM keeps the best weights so far."""
-    from ..errors import EXIT_INTERRUPTED
+    from ..errors import EXIT_FAILED, EXIT_INTERRUPTED
     from ..interrupt import GracefulStop
     from ..models.model import model_paths, save_model
     from ..models.registry import load_model, save_user_model
@@ -83,6 +104,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     )
 
     def progress(info: dict) -> None:
+        if "noise_check" in info:  # one line, before the first iteration
+            if not args.quiet or info["noise_check"]["correlated"]:
+                bar.write(info["message"], file=sys.stderr)
+            return
         advance_to(bar, info["iteration"])
         metric = info.get("metric")
         if metric in info:
@@ -100,6 +125,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 lr=args.lr,
                 adversarial_weight=args.adversarial_weight,
                 stages=args.stages,
+                ss_loss=args.ss_loss,
+                structured=args.structured,
+                surrogates=args.surrogates,
                 device=args.device,
                 seed=args.seed,
                 name=args.name or weights.stem,
@@ -116,6 +144,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 "wgan-denoise: stopped before the first iteration; nothing saved.", file=sys.stderr
             )
             return EXIT_INTERRUPTED
+        if not ft["improved"]:  # the best weights are the base's: no copy under a new name
+            m = model.card["metrics"]
+            print(
+                f"wgan-denoise: no improvement over {base.name} after {ft['iterations_run']} "
+                f"iteration(s) ({m['validation_metric']} {m['before']:.4g}); nothing saved.",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
         save_model(model, args.output)
         if args.name:
             save_user_model(model, args.name, overwrite=args.overwrite)

@@ -44,6 +44,13 @@ FINETUNE_MODES: tuple[tuple[str, str, str], ...] = (
         "Repeated acquisitions of the same field along an axis (time, repeats): pairs of "
         "different frames are input and target. A reference layer adds a critic.",
     ),
+    (
+        "self-supervised",
+        "self-supervised (noisy only)",
+        "Only noisy images, no pairs or repeats: Neighbor2Neighbor sub-sampling (or a "
+        "blind-spot loss) on the noisy images themselves, starting from the base model. "
+        "A noise check runs first. A reference layer adds a critic.",
+    ),
 )
 
 #: What the validation metrics are called in the widget, and whether higher is better.
@@ -51,6 +58,7 @@ METRIC_LABELS: dict[str, tuple[str, bool]] = {
     "val_psnr": ("validation PSNR", True),
     "val_n2n_mse": ("validation Noise2Noise loss", False),
     "val_mse_to_surrogate": ("validation MSE to the base model's output", False),
+    "val_ss_loss": ("validation self-supervised loss", False),
 }
 
 
@@ -265,6 +273,12 @@ def format_metric(name: str, value: float) -> str:
     if name == "val_psnr":
         return "inf dB" if math.isinf(value) else f"{value:.2f} dB"
     return f"{value:.4g}"
+
+
+def format_duration(seconds: float) -> str:
+    """A time left for people: ``"40 s"``, ``"2 min 5 s"``."""
+    s = max(0, int(round(seconds)))
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60} s"
 
 
 def unique_model_name(stem: str) -> str:

@@ -30,9 +30,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..models.model import DenoiseModel
-from ..training.finetune import N2N_REFERENCE_WEIGHT
+from ..training.finetune import N2N_REFERENCE_WEIGHT, SS_REFERENCE_WEIGHT
 from ._bridge import Progress
-from ._choices import FINETUNE_MODES, METRIC_LABELS, format_metric, unique_model_name
+from ._choices import (
+    FINETUNE_MODES,
+    METRIC_LABELS,
+    format_duration,
+    format_metric,
+    unique_model_name,
+)
 from ._finetune_form import build_form, clean_label
 from ._jobs import FinetuneJob, check_model_name, prepare_finetune, prepare_job
 from ._loss_plot import LossPlot
@@ -42,6 +48,10 @@ from ._runs import run_denoise, run_finetune
 from ._viewer import show_preview
 
 __all__ = ["FinetuneWidget", "LossPlot"]
+
+
+#: The critic's weight when a reference layer is picked, by mode.
+REFERENCE_WEIGHTS = {"n2n": N2N_REFERENCE_WEIGHT, "self-supervised": SS_REFERENCE_WEIGHT}
 
 
 class FinetuneWidget(RunnerWidget):
@@ -66,15 +76,17 @@ class FinetuneWidget(RunnerWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
         #: Training options passed to the core that have no control (for scripts and tests).
+        #: (Patch and batch sizes default per mode, chosen for speed in the core.)
         self.train_options: dict[str, Any] = {
-            "patch_size": 64,
-            "batch_size": 8,
             "val_every": 50,
             "seed": 0,
         }
         #: Name of the last model this widget saved, and that model's card.
         self.last_model: str | None = None
         self.last_card: dict[str, Any] | None = None
+        #: The running job's noise-check line and time left (seconds, once measured).
+        self.noise_message = ""
+        self.eta: float | None = None
         #: The preview layer of the last run.
         self.preview_layer: Any | None = None
         self._job: FinetuneJob | None = None
@@ -228,7 +240,7 @@ class FinetuneWidget(RunnerWidget):
             "time_budget": minutes * 60.0 if minutes > 0 else None,
             "device": self.device(),
             "preview_every": max(self.preview_every.value(), 1),
-            "adversarial_weight": N2N_REFERENCE_WEIGHT if mode == "n2n" and other else None,
+            "adversarial_weight": REFERENCE_WEIGHTS.get(mode) if other else None,
         }
         name = self.save_as.text().strip()
         job = prepare_finetune(
@@ -254,6 +266,7 @@ class FinetuneWidget(RunnerWidget):
         self._job, self._source = job, self.layer_picker.layer()
         self.plot.clear(job.options["iterations"])
         self.progress_label.setText("")
+        self.noise_message, self.eta = "", None
 
         def on_result(model: DenoiseModel) -> None:
             self.show_result(model.card)
@@ -285,7 +298,12 @@ class FinetuneWidget(RunnerWidget):
             if "status" in info:
                 self.progress_label.setText(str(info["status"]))
                 continue
+            if "noise_check" in info:  # before the first iteration
+                self.noise_message = str(info.get("message", ""))
+                self.progress_label.setText(self.noise_message)
+                continue
             self.plot.add(info)
+            self.eta = info.get("eta_s", self.eta)
             preview = info.get("preview", preview)
             last = info
         self.plot.update()
@@ -308,13 +326,23 @@ class FinetuneWidget(RunnerWidget):
             now = format_metric(metric, self.plot.values[-1][1])
             start = format_metric(metric, self.plot.values[0][1])
             bits.append(f"{label} {now} (start {start})")
-        return " · ".join(bits)
+        if self.eta is not None:  # once the first iterations are measured
+            bits.append(f"about {format_duration(self.eta)} left")
+        text = " · ".join(bits)
+        return f"{text}<br>{self.noise_message}" if self.noise_message else text
 
     def show_result(self, card: dict[str, Any]) -> None:
         """Show the saved model's name, how it ended and its validation metric before → after."""
+        ft = card.get("finetune", {})
+        if ft.get("saved") is False:  # the best weights were still the base's
+            self.result_label.setText(
+                f"No improvement over {card.get('base_model', {}).get('name', 'the base')} "
+                f"after {ft.get('iterations_run', '?')} iterations: nothing was saved."
+            )
+            self.update_run_state()
+            return
         self.last_model = str(card["name"])
         self.last_card = card
-        ft = card.get("finetune", {})
         metrics = card.get("metrics", {})
         metric = str(metrics.get("validation_metric", ""))
         label, higher = METRIC_LABELS.get(metric, (metric, True))
@@ -340,4 +368,7 @@ class FinetuneWidget(RunnerWidget):
     def _on_returned(self, result: Any) -> None:
         super()._on_returned(result)
         if isinstance(result, DenoiseModel) and self._outcome == "done":
-            self.status.setText(f"Done: saved {result.card['name']}.")
+            if result.card.get("finetune", {}).get("saved") is False:
+                self.status.setText("Done: no improvement over the base; nothing saved.")
+            else:
+                self.status.setText(f"Done: saved {result.card['name']}.")

@@ -7,7 +7,7 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QDoubleSpinBox, QLineEdit, QSpinBox
 
-from ..training.finetune import N2N_REFERENCE_WEIGHT
+from ..training.finetune import N2N_REFERENCE_WEIGHT, SS_REFERENCE_WEIGHT
 from ._choices import FINETUNE_MODES
 from ._masks import is_mask_layer
 from ._pickers import ChoiceBox, LayerPicker
@@ -31,7 +31,16 @@ CLEAN_LABELS: dict[str, tuple[str, str]] = {
         "Optional clean images of similar content (unpaired): adds a Wasserstein "
         f"critic with weight {N2N_REFERENCE_WEIGHT:g}. (none): plain Noise2Noise.",
     ),
+    "self-supervised": (
+        "Reference:",
+        "Optional clean images of similar content (unpaired): adds a Wasserstein "
+        f"critic with weight {SS_REFERENCE_WEIGHT:g}. (none): self-supervised loss only.",
+    ),
 }
+
+#: Default length of a run: the iterations and the time limit (minutes; <= 3 minutes on
+#: 2 cores at every mode's defaults, see docs/benchmarks.md).
+DEFAULT_ITERATIONS, DEFAULT_MINUTES = 500, 3.0
 
 
 def clean_label(mode: str) -> tuple[str, str]:
@@ -58,19 +67,22 @@ def build_form(widget: Any) -> None:
     widget.iterations = QSpinBox(widget)
     widget.iterations.setRange(1, 1_000_000)
     widget.iterations.setSingleStep(100)
-    widget.iterations.setValue(500)
+    widget.iterations.setValue(DEFAULT_ITERATIONS)
     widget.time_limit = QDoubleSpinBox(widget)
     widget.time_limit.setRange(0.0, 24 * 60.0)
     widget.time_limit.setDecimals(1)
     widget.time_limit.setSingleStep(1.0)
     widget.time_limit.setSuffix(" min")
     widget.time_limit.setSpecialValueText("none")
+    widget.time_limit.setValue(DEFAULT_MINUTES)
     widget.preview_every = QSpinBox(widget)
     widget.preview_every.setRange(0, 1_000_000)
     widget.preview_every.setSingleStep(100)
-    widget.preview_every.setValue(200)
+    widget.preview_every.setValue(DEFAULT_ITERATIONS // 10)
     widget.preview_every.setSpecialValueText("off")
     widget.preview_every.setSuffix(" iterations")
+    widget.iterations.valueChanged.connect(lambda n: _follow_iterations(widget, n))
+    widget._iterations_shown = DEFAULT_ITERATIONS
     widget.save_as = QLineEdit(widget)
     widget.save_as.setPlaceholderText("automatic: <base>-ft-<mode>-<n>")
 
@@ -116,5 +128,12 @@ def build_form(widget: Any) -> None:
         "Preview every:",
         widget.preview_every,
         "Refresh the '<image> [fine-tune preview]' layer (the current slice denoised "
-        "with the model being trained) this often.",
+        "with the model being trained) this often; by default every 10 % of the run.",
     )
+
+
+def _follow_iterations(widget: Any, iterations: int) -> None:
+    """Keep the preview at every 10 % of the run while the user has not changed it."""
+    if widget.preview_every.value() == max(1, widget._iterations_shown // 10):
+        widget.preview_every.setValue(max(1, iterations // 10))
+    widget._iterations_shown = iterations

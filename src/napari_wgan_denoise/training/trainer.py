@@ -229,7 +229,9 @@ class Trainer:
 
     ``source`` must offer ``channels``, ``normalisation``, ``sample(batch, patch, generator)
     -> (noisy, clean)``, ``validation_pairs()`` and ``describe()`` (see
-    :mod:`napari_wgan_denoise.data.datasets`). For the perceptual losses the VGG weights
+    :mod:`napari_wgan_denoise.data.datasets`); a source with an ``objective(generator,
+    noisy, clean, autocast) -> (estimate, data_loss)`` computes the data term itself
+    (self-supervised fine-tuning). For the perceptual losses the VGG weights
     are loaded here, so a missing file fails before any training (``FileNotFoundError``
     saying what to get). All randomness (patches, noise, the
     gradient-penalty eps) comes from one seeded CPU generator whose state is checkpointed,
@@ -418,9 +420,13 @@ class Trainer:
             self.critic.requires_grad_(False)
             if cfg.loss == "wgan-wf":  # the ablation: a new minibatch for the generator
                 noisy, clean = self._batch()
-        with self._autocast():
-            estimate = self.generator(noisy).float()
-        mse = patch_mse(estimate, clean, cfg.mse_reduction)
+        objective = getattr(self.source, "objective", None)
+        if objective is not None:  # a self-supervised source computes its own data term
+            estimate, mse = objective(self.generator, noisy, clean, self._autocast)
+        else:
+            with self._autocast():
+                estimate = self.generator(noisy).float()
+            mse = patch_mse(estimate, clean, cfg.mse_reduction)
         # x * 1.0 is exact, but skipping it keeps the MSE-only graph exactly as before.
         g_loss = mse if cfg.mse_weight == 1.0 else cfg.mse_weight * mse
         if self.perceptual is not None:

@@ -1,4 +1,5 @@
-"""Fine-tune a model on the user's own stack: paired, two-stage (seed 002) or Noise2Noise.
+"""Fine-tune a model on the user's own stack: paired, two-stage (seed 002), Noise2Noise
+or self-supervised.
 
 :func:`finetune` is the public call; it builds a :class:`FinetuneConfig` (how) and a
 :class:`FinetuneData` (on what) and runs the one loop, :func:`run_finetune`, with the
@@ -17,12 +18,15 @@ from ...models.model import DenoiseModel
 from .config import FinetuneConfig, FinetuneData
 from .data import ArraySource, Session
 from .loop import run_finetune
+from .noise import NoiseReport, noise_check
 from .strategies import (
     N2N_REFERENCE_WEIGHT,
+    SS_REFERENCE_WEIGHT,
     STRATEGIES,
     LossSettings,
     NoiseToNoise,
     Paired,
+    SelfSupervised,
     Strategy,
     TwoStage,
     register_mode,
@@ -34,6 +38,8 @@ MODES = tuple(STRATEGIES)
 __all__ = [
     "MODES",
     "N2N_REFERENCE_WEIGHT",
+    "SS_REFERENCE_WEIGHT",
+    "NoiseReport",
     "STRATEGIES",
     "ArraySource",
     "FinetuneConfig",
@@ -41,10 +47,12 @@ __all__ = [
     "LossSettings",
     "NoiseToNoise",
     "Paired",
+    "SelfSupervised",
     "Session",
     "Strategy",
     "TwoStage",
     "finetune",
+    "noise_check",
     "register_mode",
     "run_finetune",
 ]
@@ -77,10 +85,22 @@ def finetune(
     - ``"n2n"``: ``noisy`` holds repeated acquisitions of the same field along ``axis``;
       pairs of different frames are input and target (Noise2Noise), MSE plus an optional
       adversarial term (needs references).
+    - ``"self-supervised"``: only ``noisy``, no pairs or repeats: ``ss_loss``
+      ``"neighbor2neighbor"`` (default) or ``"blind-spot"`` (N2V2-style; a structured
+      mask when the noise check finds correlated noise), from the base model; optional
+      adversarial term (``adversarial_weight``, references). Validation: the same loss
+      on the held-out planes / rows with fixed masks (``val_ss_loss``).
+
+    Before training a noise check (:func:`noise_check`) measures the neighbour correlation
+    of the base model's residual and a variance-vs-mean fit; it is reported in the first
+    progress call (``"noise_check"``, ``"message"``) and in the model card. A run whose
+    best weights are still the base's (no improvement) saves nothing
+    (``card["finetune"]["saved"]`` is False).
 
     ``options`` are the fields of :class:`FinetuneConfig` (iterations, time_budget,
     patch_size, batch_size, lr, adversarial_weight, stages, device, seed, val_every,
-    preview_every, axis, axes, name, save, overwrite). Patches come only from inside ``roi`` (a YX
+    preview_every, axis, axes, name, save, overwrite, ss_loss, structured, surrogates,
+    noise_check). Patches come only from inside ``roi`` (a YX
     mask) when given. 15 % of the planes (or a band of rows for a single plane) is held
     out: validation PSNR against ``clean`` where known, else the Noise2Noise loss between
     held-out frames (n2n), else the MSE to the surrogate (two-stage, where the last

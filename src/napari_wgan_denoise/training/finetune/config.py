@@ -20,25 +20,39 @@ class FinetuneConfig:
     letters (e.g. ``"TZYX"``) when they cannot be guessed. ``name`` names the saved user
     model (default ``<base>-ft-<mode>-<time>``), ``save=False`` returns it unsaved; an
     existing user model ``name`` is replaced only with ``overwrite``.
+
+    ``patch_size`` / ``batch_size`` default per mode (chosen for speed, see the
+    strategies). Self-supervised mode: ``ss_loss`` (``"neighbor2neighbor"`` or
+    ``"blind-spot"``, default the mode's), ``structured`` (structured blind-spot mask; None:
+    when the noise check finds correlated noise). Two-stage: ``surrogates`` (``"base"``,
+    ``"ensemble"`` of 8 flips/rotations of the base, or ``"self-supervised"``: the outputs
+    of a short self-supervised fine-tune). ``preview_every`` defaults to a tenth of the
+    run. ``noise_check`` runs the noise check first (in the noisy-only
+    modes, self-supervised and two-stage) and reports it (progress
+    ``"noise_check"``, the model card).
     """
 
     mode: str
     iterations: int = 500
     time_budget: float | None = None
-    patch_size: int = 64
-    batch_size: int = 8
+    patch_size: int | None = None
+    batch_size: int | None = None
     lr: float | None = None
     adversarial_weight: float | None = None
     stages: int = 1
     device: str = "auto"
     seed: int = 0
     val_every: int = 50
-    preview_every: int = 200
+    preview_every: int | None = None
     axis: int | None = None
     axes: str | None = None
     name: str | None = None
     save: bool = True
     overwrite: bool = False
+    ss_loss: str | None = None
+    structured: bool | None = None
+    surrogates: str | None = None
+    noise_check: bool = True
 
     @classmethod
     def from_options(cls, mode: str, **options: Any) -> FinetuneConfig:

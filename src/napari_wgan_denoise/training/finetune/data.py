@@ -145,9 +145,23 @@ class Session:
             finetune_mode(net)
         return out
 
-    def surrogates(self) -> list[np.ndarray]:
-        """The model's outputs for every noisy plane (two-stage targets)."""
-        return [self.run_network(x) for x in self.inputs]
+    def run_ensemble(self, x: np.ndarray) -> np.ndarray:
+        """The mean of the model's outputs over the 8 flips / rotations of ``x``."""
+        total = np.zeros_like(x, dtype=np.float32)
+        for k in range(4):
+            for flip in (False, True):
+                t = np.rot90(x, k, axes=(1, 2))
+                t = t[:, :, ::-1] if flip else t
+                out = self.run_network(np.ascontiguousarray(t))
+                out = out[:, :, ::-1] if flip else out
+                total += np.rot90(out, -k, axes=(1, 2))
+        return total / 8
+
+    def surrogates(self, ensemble: bool = False) -> list[np.ndarray]:
+        """The model's outputs for every noisy plane (two-stage targets), or with
+        ``ensemble`` the mean over 8 flips / rotations of each plane."""
+        run = self.run_ensemble if ensemble else self.run_network
+        return [np.ascontiguousarray(run(x)) for x in self.inputs]
 
     def train_view(self, img: np.ndarray) -> np.ndarray:
         """The training rows of a plane."""

@@ -24,6 +24,7 @@ from ...validation import (
 from ..trainer import TrainConfig, Trainer
 from .config import FinetuneConfig, FinetuneData
 from .data import Session, finetune_mode, normalise, planes_of, reference_planes
+from .noise import noise_check
 from .strategies import Strategy, strategy_for
 
 ProgressFn = Callable[[dict[str, Any]], Any]
@@ -86,11 +87,12 @@ def run_finetune(
     a user model when ``config.save``); see :func:`.finetune` for the modes, the
     validation and the progress reports."""
     strategy = strategy_for(config)
+    batch_size, patch_size = strategy.sizes()
     check_training_length(
         config.iterations,
         stages=config.stages,
-        batch_size=config.batch_size,
-        patch_size=config.patch_size,
+        batch_size=batch_size,
+        patch_size=patch_size,
         time_budget=config.time_budget,
         val_every=config.val_every,
     )
@@ -105,7 +107,7 @@ def run_finetune(
     )
     noisy_arr = np.asarray(data.noisy)
     s = _session(strategy, model, noisy_arr, data.clean, data.roi)
-    patch_size = int(min(config.patch_size, s.height, s.width) // 4 * 4)
+    patch_size = int(min(patch_size, s.height, s.width) // 4 * 4)
     if strategy.uses_critic():
         s.references = reference_planes(data.references, model)
     loss = strategy.loss()
@@ -114,7 +116,7 @@ def run_finetune(
         arch_config=dict(model.card.get("config") or {}),
         loss=loss.loss,
         iterations=max(1, int(config.iterations)) * max(1, int(config.stages)),
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         patch_size=max(32, patch_size) if loss.loss != "mse" else patch_size,
         lr=loss.lr,
         lr_final=loss.lr,
@@ -135,6 +137,15 @@ def run_finetune(
         "validation": "held-out planes" if s.band == s.height else f"rows {s.band}-{s.height}",
         "noise": {"type": "user data", "mode": config.mode},
     }
+    report = None
+    total_it = max(1, int(config.iterations)) * max(1, int(config.stages))
+    if config.noise_check and strategy.checks_noise:
+        report = noise_check(s.inputs, s.run_network)
+        s.description["noise_check"] = report.as_dict()
+    strategy.prepare(s)
+    if progress is not None and report is not None:
+        progress({"iteration": 0, "total": total_it, "noise_check": report.as_dict(),
+                  "message": report.message()})
     targets = strategy.targets(s)
     trainer = Trainer(cfg, strategy.source(s, targets), init=model)
     finetune_mode(trainer.generator)
@@ -157,7 +168,11 @@ def run_finetune(
             "adversarial_weight": loss.alpha,
             "stages": config.stages,
             "patch_size": cfg.patch_size,
-            "batch_size": config.batch_size,
+            "batch_size": batch_size,
+            "precision": "bf16" if trainer.amp else "fp32",
+            "seconds_per_iteration": result["per_iteration"],
+            "cpu_seconds_per_iteration": result["cpu_per_iteration"],
+            "improved": result["best"]["iteration"] > 0,
             "wall_time_s": round(result["wall"], 1),
             "device": str(trainer.device),
             "data": s.description,
@@ -169,8 +184,11 @@ def run_finetune(
             "after": result["best"]["value"],
         },
     )
-    if config.save:
+    # no improvement over the base: nothing to save (a copy of the base under a new name
+    # would only mislead)
+    if config.save and result["best"]["iteration"] > 0:
         save_user_model(model, model.card["name"], overwrite=config.overwrite)
+    model.card["finetune"]["saved"] = bool(config.save and result["best"]["iteration"] > 0)
     return model
 
 
@@ -194,6 +212,9 @@ def _loop(
     start = time.perf_counter()
     stopped = None
     total = trainer.config.iterations
+    preview_every = config.preview_every or max(1, total // 10)
+    timed: list[float] = []  # wall time of each training step (validation excluded)
+    cpu_timed: list[float] = []  # and its CPU time (all threads of the process)
     if progress is not None:
         progress({"iteration": 0, "total": total, metric: before, "metric": metric})
     for it in range(1, total + 1):
@@ -207,7 +228,10 @@ def _loop(
         if fresh is not None:
             targets = fresh
             trainer.source = strategy.source(s, targets)
+        t0, c0 = time.perf_counter(), time.process_time()
         st = trainer.step()
+        timed.append(time.perf_counter() - t0)
+        cpu_timed.append(time.process_time() - c0)
         info: dict[str, Any] = {
             "iteration": it,
             "total": total,
@@ -223,7 +247,14 @@ def _loop(
             if strategy.keep_latest(metric) or better:
                 state = copy.deepcopy(trainer.generator.state_dict())
                 best = {"value": value, "iteration": it, "state": state}
-        if preview is not None and (it % config.preview_every == 0 or it == total):
+        if len(timed) >= 4:  # the first steps warm up; then estimate the rest of the run
+            per_it = float(np.median(timed[1:]))
+            info["seconds_per_iteration"] = per_it
+            left = (total - it) * per_it
+            if config.time_budget is not None:
+                left = min(left, max(0.0, config.time_budget - (time.perf_counter() - start)))
+            info["eta_s"] = left
+        if preview is not None and (it % preview_every == 0 or it == total):
             info["preview"] = s.preview(preview)
         if progress is not None:
             progress(info)
@@ -243,4 +274,6 @@ def _loop(
         "history": history,
         "stopped": stopped,
         "wall": wall,
+        "per_iteration": round(float(np.median(timed[1:] or timed or [0.0])), 4),
+        "cpu_per_iteration": round(float(np.median(cpu_timed[1:] or cpu_timed or [0.0])), 4),
     }

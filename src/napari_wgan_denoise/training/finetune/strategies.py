@@ -21,6 +21,13 @@ from .data import Session, split
 #: Weight of the adversarial term in Noise2Noise mode when clean references are given
 #: (the napari widget uses it; the core's default is plain Noise2Noise).
 N2N_REFERENCE_WEIGHT = 1e-3
+#: The same for self-supervised mode.
+SS_REFERENCE_WEIGHT = 1e-3
+#: The self-supervised loss by default (measured in docs/benchmarks.md, issue 15).
+DEFAULT_SS_LOSS = "neighbor2neighbor"
+#: How two-stage makes its surrogate targets by default, and the choices.
+DEFAULT_SURROGATES = "base"
+SURROGATES = ("base", "ensemble", "self-supervised")
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,27 @@ class Strategy:
 
     #: The mode's name, as ``finetune(mode=...)`` takes it.
     mode: ClassVar[str] = ""
+    #: Default batch and patch size (chosen for <= 0.3 s per iteration on 2 cores).
+    batch_size: ClassVar[int] = 8
+    patch_size: ClassVar[int] = 64
+    #: Whether the noise check runs first (the noisy-only modes).
+    checks_noise: ClassVar[bool] = False
 
     def __init__(self, config: FinetuneConfig) -> None:
         self.config = config
 
+    def sizes(self) -> tuple[int, int]:
+        """``(batch size, patch size)``: the config's, else the mode's defaults."""
+        c = self.config
+        batch = self.batch_size if c.batch_size is None else c.batch_size
+        return batch, self.patch_size if c.patch_size is None else c.patch_size
+
     def arrange(self, data: np.ndarray) -> np.ndarray:
         """The noisy (and clean) data with its axes as the mode needs them."""
         return data
+
+    def prepare(self, session: Session) -> None:
+        """Look at the data before the targets are made (e.g. the noise check)."""
 
     def check(self, clean: Any | None) -> None:
         """ValueError when the mode lacks an input it needs."""
@@ -98,6 +119,7 @@ class Paired(Strategy):
     """Noisy and clean of the same stack: MSE + WGAN as in Algorithm 1 (seed 000)."""
 
     mode = "paired"
+    batch_size, patch_size = 4, 48
 
     def check(self, clean: Any | None) -> None:
         """Paired fine-tuning needs the clean data."""
@@ -119,6 +141,8 @@ class TwoStage(Strategy):
     targets with the latest weights between stages."""
 
     mode = "two-stage"
+    batch_size, patch_size = 4, 48
+    checks_noise = True
 
     def uses_critic(self) -> bool:
         """Always: the critic is what moves the model away from its own outputs."""
@@ -136,15 +160,29 @@ class TwoStage(Strategy):
         w = self.config.adversarial_weight
         return LossSettings("wgan", "sum", 1e-3 if w is None else w, self.config.lr or 1e-5)
 
+    def surrogate_kind(self) -> str:
+        """How the surrogates are made: the config's choice, else DEFAULT_SURROGATES."""
+        kind = self.config.surrogates or DEFAULT_SURROGATES
+        if kind not in SURROGATES:
+            raise ValueError(f"surrogates must be one of {', '.join(SURROGATES)}; got {kind!r}.")
+        return kind
+
     def targets(self, session: Session) -> list[np.ndarray] | None:
-        """The base model's outputs (surrogate clean images)."""
-        return session.surrogates()
+        """Surrogate clean images: the base model's outputs, their flip/rotate ensemble,
+        or those of a short self-supervised fine-tune of the base."""
+        kind = self.surrogate_kind()
+        session.description["surrogates"] = kind
+        if kind == "self-supervised":
+            from .selfsupervised import self_supervised_surrogates
+
+            return self_supervised_surrogates(session, self.config)
+        return session.surrogates(ensemble=kind == "ensemble")
 
     def next_targets(self, session: Session, iteration: int) -> list[np.ndarray] | None:
         """Fresh surrogates from the latest weights at the start of each later stage."""
         per_stage = max(1, int(self.config.iterations))
         if self.config.stages > 1 and iteration > 1 and (iteration - 1) % per_stage == 0:
-            return session.surrogates()
+            return session.surrogates(ensemble=self.surrogate_kind() != "base")
         return None
 
     def validate(self, session: Session, targets: list[np.ndarray] | None) -> tuple[str, float]:
@@ -213,6 +251,77 @@ class NoiseToNoise(Strategy):
         return "val_n2n_mse", float(np.mean(losses))
 
 
+class SelfSupervised(Strategy):
+    """Only noisy images, no pairs or repeats: a Neighbor2Neighbor or blind-spot loss on
+    the noisy patches themselves, starting from the base model (issue 15); an optional
+    critic against unpaired clean references (``adversarial_weight``)."""
+
+    mode = "self-supervised"
+    checks_noise = True
+
+    def __init__(self, config: FinetuneConfig) -> None:
+        super().__init__(config)
+        from .selfsupervised import SS_LOSSES
+
+        self.ss_loss = config.ss_loss or DEFAULT_SS_LOSS
+        if self.ss_loss not in SS_LOSSES:
+            raise ValueError(
+                f"ss_loss must be one of {', '.join(SS_LOSSES)}; got {self.ss_loss!r}."
+            )
+        self.structured = bool(config.structured)
+
+    def prepare(self, session: Session) -> None:
+        """A structured blind-spot mask when the noise check found correlated noise (and
+        ``structured`` was left to it)."""
+        report = session.description.get("noise_check")
+        if self.config.structured is None and report:
+            self.structured = bool(report["correlated"])
+        session.description["self_supervised"] = {
+            "loss": self.ss_loss,
+            "structured": self.structured if self.ss_loss == "blind-spot" else None,
+        }
+
+    def uses_critic(self) -> bool:
+        """With an adversarial weight only."""
+        return bool(self.config.adversarial_weight)
+
+    def loss(self) -> LossSettings:
+        """Per-pixel mean of the self-supervised loss, plus the critic when weighted;
+        lr 1e-4."""
+        alpha = self.config.adversarial_weight or 0.0
+        return LossSettings("wgan" if alpha > 0 else "mse", "mean", alpha, self.config.lr or 1e-4)
+
+    def targets(self, session: Session) -> list[np.ndarray] | None:
+        """No targets: the loss is made from the noisy patches."""
+        return None
+
+    def source(self, session: Session, targets: list[np.ndarray] | None) -> Any:
+        """Noisy training patches whose ``objective`` is the self-supervised loss."""
+        from .selfsupervised import SelfSupervisedSource
+
+        inputs = [session.train_view(session.inputs[i]) for i in session.train]
+        return SelfSupervisedSource(
+            inputs,
+            inputs,
+            references=session.references,
+            mask=session.mask,
+            normalisation=session.model.normalisation,
+            description=session.description,
+            ss_loss=self.ss_loss,
+            structured=self.structured,
+            seed=self.config.seed,
+        )
+
+    def validate(self, session: Session, targets: list[np.ndarray] | None) -> tuple[str, float]:
+        """PSNR against clean data where given, else the self-supervised loss on the
+        held-out planes (or rows), with fixed masks."""
+        if session.targets is not None:
+            return super().validate(session, targets)
+        from .selfsupervised import validation_loss
+
+        return "val_ss_loss", validation_loss(session, self.ss_loss, self.structured)
+
+
 #: The fine-tuning modes by name, in the order the widget lists them.
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -225,7 +334,7 @@ def register_mode(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (Paired, TwoStage, NoiseToNoise):
+for _cls in (Paired, TwoStage, NoiseToNoise, SelfSupervised):
     register_mode(_cls)
 
 

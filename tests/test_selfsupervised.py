@@ -1,0 +1,228 @@
+"""Self-supervised fine-tuning, the noise check, two-stage surrogates and the run's
+bookkeeping (issue 15): real models (tiny ones and the shipped weights), real arrays."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from napari_wgan_denoise import list_models, load_model
+from napari_wgan_denoise.training.finetune import finetune, noise_check
+from napari_wgan_denoise.training.finetune.data import Session, normalise
+from napari_wgan_denoise.training.finetune.selfsupervised import (
+    STRUCT_GRID,
+    blind_spot_input,
+    blind_spot_mask,
+    neighbor_subsample,
+)
+from napari_wgan_denoise.training.trainer import run_whole
+
+SMALL = dict(iterations=8, batch_size=2, patch_size=32, val_every=4)
+
+
+def _scene(shape=(96, 96)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (60 + 40 * np.sin(xx / 9.0) * np.cos(yy / 11.0) + 0.2 * xx).astype(np.float64)
+
+
+# ------------------------------------------------------------------ the losses' pieces
+
+
+def test_neighbor_subsample_takes_two_different_neighbours_of_each_cell():
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    g1, g2, _ = neighbor_subsample(x, torch.Generator().manual_seed(0))
+    assert g1.shape == g2.shape == (2, 1, 4, 4)
+    # pixel value v sits at row (v % 64) // 8, column v % 8
+    r1, c1 = (g1 % 64) // 8, g1 % 8
+    r2, c2 = (g2 % 64) // 8, g2 % 8
+    cell_rows, cell_cols = torch.arange(4).view(1, 1, 4, 1), torch.arange(4).view(1, 1, 1, 4)
+    assert torch.equal(r1 // 2, cell_rows.expand_as(r1)) and torch.equal(
+        c1 // 2, cell_cols.expand_as(c1)
+    )
+    assert torch.equal(r2 // 2, cell_rows.expand_as(r2)) and torch.equal(
+        c2 // 2, cell_cols.expand_as(c2)
+    )
+    assert torch.all((r1 - r2).abs() + (c1 - c2).abs() == 1)  # 4-neighbours, never the same
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_blind_spot_hides_the_masked_pixels(structured):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 36, 36, generator=g)
+    mask = blind_spot_mask(tuple(x.shape), g, structured=structured)
+    grid = STRUCT_GRID if structured else 4
+    assert int(mask.sum()) == 2 * (36 // grid) ** 2  # one pixel per cell
+    spiked = x.clone()
+    spiked[mask] = 100.0  # what the network must not see
+    masked = blind_spot_input(spiked, mask, structured)
+    assert float(masked[mask].max()) < 2.0  # replaced by (a median of) neighbours
+    if structured:  # the 3x3 neighbours are replaced too, with values from outside them
+        near = torch.nn.functional.max_pool2d(mask.float(), 3, stride=1, padding=1) > 0
+        assert not torch.equal(masked[near & ~mask], spiked[near & ~mask])
+    if not structured:  # every other pixel is left as it was
+        keep = ~mask.expand_as(x)
+        assert torch.equal(masked[keep], spiked[keep])
+
+
+# ------------------------------------------------------------------ the noise check
+
+
+def _check(noisy_planes):
+    model = load_model("fluo-mse-fast")  # the shipped weights
+
+    def run(x):
+        return run_whole(model.network.eval(), x, torch.device("cpu"))
+
+    planes = [normalise(p.astype(np.float32), model)[0] for p in noisy_planes]
+    return noise_check(planes, run)
+
+
+def test_noise_check_flags_correlated_noise():
+    rng = np.random.default_rng(0)
+    clean = _scene((128, 128))
+    white = rng.normal(0, 12, (3, 128, 128))
+    correlated = np.stack([ndimage.uniform_filter(w, 3) * 3 for w in white])  # 3x3 box
+    corr = np.corrcoef(correlated[0, :, :-1].ravel(), correlated[0, :, 1:].ravel())[0, 1]
+    assert corr > 0.5  # the synthetic noise itself
+    report = _check(clean + correlated)
+    assert report.correlated and report.correlation >= 0.3
+    assert "spatially correlated" in report.message()
+
+
+def test_noise_check_passes_poisson_gaussian_noise_and_sees_its_signal_dependence():
+    rng = np.random.default_rng(1)
+    clean = _scene((128, 128))
+    noisy = np.stack([rng.poisson(clean) + rng.normal(0, 3, clean.shape) for _ in range(3)])
+    report = _check(noisy)
+    assert not report.correlated and abs(report.correlation) < 0.3
+    assert report.gain > 0 and report.signal_dependent
+    assert "pixel-independent" in report.message()
+
+
+# ------------------------------------------------------------------ the mode
+
+
+def _noisy_stack(rng, n=5, correlated=False):
+    clean = np.stack([_scene()] * n) * 20
+    noise = rng.normal(0, 150, clean.shape)
+    if correlated:
+        noise = np.stack([ndimage.uniform_filter(w, 3) * 3 for w in noise])
+    return (clean + noise).astype(np.float32)
+
+
+@pytest.mark.parametrize("ss_loss", ["neighbor2neighbor", "blind-spot"])
+def test_self_supervised_runs_with_noisy_data_only(tiny_gray, rng, ss_loss):
+    progress = []
+    model = finetune(
+        tiny_gray,
+        _noisy_stack(rng),
+        mode="self-supervised",
+        ss_loss=ss_loss,
+        save=False,
+        progress=progress.append,
+        lr=1e-3,
+        **SMALL,
+    )
+    ft = model.card["finetune"]
+    assert ft["data"]["self_supervised"]["loss"] == ss_loss
+    assert model.card["metrics"]["validation_metric"] == "val_ss_loss"
+    assert ft["iterations_run"] == 8 and ft["batch_size"] == 2
+    assert "noise_check" in progress[0] and progress[0]["message"].startswith("Noise check")
+    timed = [p for p in progress if "eta_s" in p]
+    assert timed and timed[-1]["eta_s"] == 0 and timed[0]["seconds_per_iteration"] > 0
+    for a, b in zip(tiny_gray.network.parameters(), model.network.parameters()):
+        assert a is not b
+
+
+def test_correlated_noise_switches_blind_spot_to_a_structured_mask(tiny_gray, rng):
+    kw = dict(mode="self-supervised", ss_loss="blind-spot", save=False, **SMALL)
+    corr = finetune(load_model("fluo-mse-fast"), _noisy_stack(rng, correlated=True), **kw)
+    assert corr.card["finetune"]["data"]["noise_check"]["correlated"]
+    assert corr.card["finetune"]["data"]["self_supervised"]["structured"] is True
+    forced = finetune(tiny_gray, _noisy_stack(rng), structured=False, **kw)
+    assert forced.card["finetune"]["data"]["self_supervised"]["structured"] is False
+
+
+def test_self_supervised_bad_loss_is_refused(tiny_gray, rng):
+    with pytest.raises(ValueError, match="ss_loss must be one of"):
+        finetune(tiny_gray, _noisy_stack(rng), mode="self-supervised", ss_loss="n2v", **SMALL)
+
+
+# ------------------------------------------------------------------ two-stage surrogates
+
+
+def test_flip_rotate_ensemble_is_equivariant(tiny_unet, rng):
+    x = rng.random((1, 32, 32)).astype(np.float32)
+    s = Session(tiny_unet, [x], None, None)
+    tiny_unet.network.eval()
+    out = s.run_ensemble(x)
+    turned = s.run_ensemble(np.ascontiguousarray(np.rot90(x, 1, axes=(1, 2))))
+    np.testing.assert_allclose(np.rot90(out, 1, axes=(1, 2)), turned, atol=1e-5)
+    assert not np.allclose(out, s.run_network(x), atol=1e-6)  # an average, not one pass
+
+
+@pytest.mark.parametrize("kind", ["base", "ensemble", "self-supervised"])
+def test_two_stage_surrogate_kinds(tiny_gray, rng, kind):
+    model = finetune(
+        tiny_gray, _noisy_stack(rng, n=2), mode="two-stage", surrogates=kind, save=False, **SMALL
+    )
+    assert model.card["finetune"]["data"]["surrogates"] == kind
+
+
+# ------------------------------------------------------------------ nothing to save
+
+
+def test_stopping_before_the_first_improvement_saves_nothing(tiny_gray, rng):
+    cancel = threading.Event()
+
+    def progress(info):
+        cancel.set()  # at the noise check, before the first iteration
+
+    model = finetune(
+        tiny_gray,
+        _noisy_stack(rng),
+        mode="self-supervised",
+        name="never-better",
+        progress=progress,
+        cancel=cancel,
+        **SMALL,
+    )
+    ft = model.card["finetune"]
+    assert ft["stopped"] == "cancelled" and ft["best_iteration"] == 0
+    assert ft["saved"] is False and not ft["improved"]
+    assert "never-better" not in list_models()
+
+
+def test_mode_defaults_are_the_fast_sizes(tiny_gray, rng):
+    noisy = _noisy_stack(rng, n=2)
+    paired = finetune(tiny_gray, noisy, mode="paired", clean=noisy, iterations=1, save=False)
+    ss = finetune(tiny_gray, noisy, mode="self-supervised", iterations=1, save=False)
+    assert (paired.card["finetune"]["batch_size"], paired.card["finetune"]["patch_size"]) == (4, 48)
+    assert (ss.card["finetune"]["batch_size"], ss.card["finetune"]["patch_size"]) == (8, 64)
+
+
+def test_cli_self_supervised_writes_only_an_improved_model(tiny_gray, rng, tmp_path, capsys):
+    import tifffile
+
+    from napari_wgan_denoise import save_model
+    from napari_wgan_denoise.cli import main
+
+    save_model(tiny_gray, tmp_path / "base")
+    tifffile.imwrite(tmp_path / "noisy.tif", _noisy_stack(rng, n=4))
+    argv = ["finetune", "--model", str(tmp_path / "base"), "--noisy", str(tmp_path / "noisy.tif")]
+    argv += ["--mode", "self-supervised", "--ss-loss", "blind-spot", "--iterations", "6"]
+    argv += ["--batch-size", "2", "--patch-size", "32", "--lr", "1e-3", "-o", str(tmp_path / "ft")]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert "Noise check:" in err  # one line before training
+    written = (tmp_path / "ft.safetensors").exists()
+    assert rc in (0, 1) and written == (rc == 0)
+    if written:
+        ft = load_model(tmp_path / "ft").card["finetune"]
+        assert ft["improved"] and ft["data"]["self_supervised"]["loss"] == "blind-spot"
+    else:
+        assert "nothing saved" in err
