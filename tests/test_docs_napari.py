@@ -23,8 +23,7 @@ BLOCKS = python_blocks(DOC.read_text(encoding="utf-8"))
 
 
 def test_the_doc_has_console_examples():
-    assert len(BLOCKS) >= 2
-    assert all("viewer" in block for block in BLOCKS)
+    assert sum("viewer" in block for block in BLOCKS) >= 2
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
@@ -38,5 +37,6 @@ def test_console_example_runs_as_written(make_napari_viewer, capsys, index):
     assert not any(n in names for n in ("fluo-wgan", "fluo-mse")), names
     exec(compile(BLOCKS[index], f"{DOC.name} block {index + 1}", "exec"), {"viewer": viewer})
     added = [lyr.name for lyr in viewer.layers][before:]
-    assert any("[" in name or "restored" in name for name in added), added
+    if "viewer" in BLOCKS[index]:  # a console example: it adds its results to the viewer
+        assert any("[" in name or "restored" in name for name in added), added
     assert "Error" not in capsys.readouterr().err

@@ -517,7 +517,9 @@ def _finetune_in_thread(
     model = finetune(base, data, config, progress=on_progress, cancel=cancel)
     if discard is not None and discard.is_set():
         raise Cancelled("Fine-tuning was stopped with its widget closed; nothing was saved.")
-    save_user_model(model, model.card["name"], overwrite=config.overwrite)
+    if model.card["finetune"].get("improved", True):  # else nothing to save: the base's weights
+        save_user_model(model, model.card["name"], overwrite=config.overwrite)
+        model.card["finetune"]["saved"] = True
     return model
 
 

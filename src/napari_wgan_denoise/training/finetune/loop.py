@@ -186,9 +186,10 @@ def run_finetune(
     )
     # no improvement over the base: nothing to save (a copy of the base under a new name
     # would only mislead)
-    if config.save and result["best"]["iteration"] > 0:
+    improved = result["best"]["iteration"] > 0
+    if config.save and improved:
         save_user_model(model, model.card["name"], overwrite=config.overwrite)
-    model.card["finetune"]["saved"] = bool(config.save and result["best"]["iteration"] > 0)
+    model.card["finetune"]["saved"] = bool(config.save and improved)
     return model
 
 
