@@ -166,11 +166,16 @@ def watched(
 ) -> Iterator[Callable[[int], None]]:
     """Check ``cancel`` before every layer of ``network`` (raising ``Cancelled``) and report
     ``on_part(tiles done in this batch)`` as the layers run; yields the function to call
-    with each batch's tile count before it runs. The hooks are removed on exit."""
+    with each batch's tile count before it runs. The hooks are removed on exit. A TorchScript
+    network (a foreign bioimage.io package) takes no hooks: it is checked between batches."""
     if cancel is None and on_part is None:
         yield lambda n: None
         return
-    leaves = [m for m in network.modules() if next(m.children(), None) is None]
+    leaves = [
+        m
+        for m in network.modules()
+        if next(m.children(), None) is None and not isinstance(m, torch.jit.ScriptModule)
+    ]
     state = {"calls": 0, "tiles": 0, "reported": -1}
     per_pass = max(len(leaves), 1)  # each layer runs about once per forward pass
 
