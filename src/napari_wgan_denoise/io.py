@@ -122,6 +122,32 @@ def files_by_stem(paths: list[Path], role: str) -> dict[str, Path]:
     return out
 
 
+def pair_by_stem(noisy: list[Path], clean: list[Path]) -> dict[str, tuple[Path, Path]]:
+    """Match noisy and clean image files by name without extension: ``{stem: (noisy,
+    clean)}`` in natural order, or a ValueError naming the files that have no partner."""
+    noisy_by = files_by_stem(noisy, "noisy")
+    clean_by = files_by_stem(clean, "clean")
+
+    def unmatched(by: dict[str, Path], other: dict[str, Path]) -> str:
+        names = [by[s].name for s in sorted(set(by) - set(other), key=natural_key)]
+        return ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+
+    parts = [
+        f"only in the {role} folder: {text}"
+        for role, text in (
+            ("noisy", unmatched(noisy_by, clean_by)),
+            ("clean", unmatched(clean_by, noisy_by)),
+        )
+        if text
+    ]
+    if parts:
+        raise ValueError(
+            "The noisy and clean folders must hold the same image names (matched without "
+            f"extension); {'; '.join(parts)}. Rename or remove the unmatched files."
+        )
+    return {s: (noisy_by[s], clean_by[s]) for s in sorted(noisy_by, key=natural_key)}
+
+
 def write_tiff(
     path: str | os.PathLike[str],
     data: np.ndarray | list[np.ndarray],

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import IMAGE_SUFFIXES, files_by_stem
+from ..io import IMAGE_SUFFIXES, pair_by_stem
 from ..io import list_images as _list_images
 from ..io import natural_key as _natural_key
 from .noise import NoiseModel, parse_noise
@@ -130,25 +130,10 @@ def _pair_planes(
 def _build_paired(
     noisy_dir: Path, clean_dir: Path, channels: int | None, split: dict[str, Any]
 ) -> tuple[PairedSource, set[str]]:
-    noisy = files_by_stem(_list_images(noisy_dir, "noisy"), "noisy")
-    clean = files_by_stem(_list_images(clean_dir, "clean"), "clean")
-    only_noisy = sorted(set(noisy) - set(clean), key=_natural_key)
-    only_clean = sorted(set(clean) - set(noisy), key=_natural_key)
-    if only_noisy or only_clean:
-
-        def show(names: list[str]) -> str:
-            return ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
-
-        parts = []
-        if only_noisy:
-            parts.append(f"only in the noisy folder: {show(only_noisy)}")
-        if only_clean:
-            parts.append(f"only in the clean folder: {show(only_clean)}")
-        raise ValueError(
-            "The noisy and clean folders must hold the same image names (matched without "
-            f"extension); {'; '.join(parts)}. Rename or remove the unmatched files."
-        )
-    stems = sorted(noisy, key=_natural_key)
+    pairs = pair_by_stem(_list_images(noisy_dir, "noisy"), _list_images(clean_dir, "clean"))
+    noisy = {s: n for s, (n, _) in pairs.items()}
+    clean = {s: c for s, (_, c) in pairs.items()}
+    stems = list(pairs)
     files_n = {s: _read_file(noisy[s]) for s in stems}
     files_c = {s: _read_file(clean[s]) for s in stems}
     where = f"the noisy ({noisy_dir}) and clean ({clean_dir}) folders"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import files_by_stem, list_images, read_image
+from ..io import list_images, pair_by_stem, read_image
 
 
 @dataclass
@@ -59,28 +59,8 @@ def _peak_offset(clean: np.ndarray) -> tuple[float, float]:
 
 
 def _pair(clean_files: list[Path], noisy_dir: Path) -> list[tuple[Path, Path]]:
-    noisy_files = list_images(noisy_dir, "noisy")
-    clean_by = files_by_stem(clean_files, "clean")
-    noisy_by = files_by_stem(noisy_files, "noisy")
-    only_clean = sorted(set(clean_by) - set(noisy_by))
-    only_noisy = sorted(set(noisy_by) - set(clean_by))
-    if only_clean or only_noisy:
-        parts = []
-        if only_clean:
-            parts.append(f"only in the clean folder: {_names(clean_by, only_clean)}")
-        if only_noisy:
-            parts.append(f"only in the noisy folder: {_names(noisy_by, only_noisy)}")
-        raise ValueError(
-            "Paired mode matches clean and noisy images by file name (without suffix), but "
-            + "; ".join(parts)
-            + "."
-        )
-    return [(clean_by[s], noisy_by[s]) for s in sorted(clean_by)]
-
-
-def _names(by: dict[str, Path], stems: list[str], most: int = 20) -> str:
-    shown = ", ".join(by[s].name for s in stems[:most])
-    return shown + (f" and {len(stems) - most} more" if len(stems) > most else "")
+    pairs = pair_by_stem(list_images(noisy_dir, "noisy"), clean_files)
+    return [(pairs[s][1], pairs[s][0]) for s in sorted(pairs)]
 
 
 def _select(items: list, limit: int | None, last: int | None) -> list:
