@@ -139,6 +139,20 @@ def _check_values(view: np.ndarray, n_leading: int) -> None:
             )
 
 
+def checked_view(
+    array: Any, axes: str | None, channels: int, **options: Any
+) -> tuple[np.ndarray, AxesPlan, np.ndarray]:
+    """The input as an array, its axes plan and its view with the planes last (leading
+    axes, Y, X[, C]), after the checks every denoising-like call makes (input, axes,
+    ``options`` such as tile size and overlap against the plane size)."""
+    arr = np.asarray(array)
+    _check_input(arr)
+    plan = plan_axes(arr.shape, axes, channels)
+    view = arr.transpose(plan.order)
+    check_denoise_options(**options, plane=view.shape[plan.n_leading : plan.n_leading + 2])
+    return arr, plan, view
+
+
 def _check_input(arr: np.ndarray) -> None:
     if arr.dtype == bool or not (
         np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
@@ -213,16 +227,14 @@ def denoise(
             "needs a hole mask: use napari_wgan_denoise.restore(image, mask, model) or "
             "`wgan-denoise restore`, or pick a denoising model."
         )
-    arr = np.asarray(array)
-    _check_input(arr)
-    plan = plan_axes(arr.shape, axes, dmodel.channels)
-    view = arr.transpose(plan.order)
-    check_denoise_options(
+    arr, plan, view = checked_view(
+        array,
+        axes,
+        dmodel.channels,
         tile_size=tile_size,
         overlap=overlap,
         batch_size=batch_size,
         value_range=value_range,
-        plane=view.shape[plan.n_leading : plan.n_leading + 2],
     )
     _check_values(view, plan.n_leading)
 

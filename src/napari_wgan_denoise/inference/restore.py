@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from ..models.model import DenoiseModel
-from ..validation import check_denoise_options
-from .denoise import ProgressFn, _check_input, as_model, plan_axes
+from .denoise import ProgressFn, as_model, checked_view
 from .devices import resolve_device
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
@@ -87,12 +86,8 @@ def restore(
             f"Model {dmodel.name} is a {dmodel.task} model, not an inpaint + deblur + denoise "
             "cascade; pick a restore model (e.g. fluo-cascade-fast) or use denoise()."
         )
-    arr = np.asarray(array)
-    _check_input(arr)
-    plan = plan_axes(arr.shape, axes, dmodel.channels)
-    view = arr.transpose(plan.order)
-    check_denoise_options(
-        tile_size=tile_size, overlap=overlap, plane=view.shape[plan.n_leading : plan.n_leading + 2]
+    arr, plan, view = checked_view(
+        array, axes, dmodel.channels, tile_size=tile_size, overlap=overlap
     )
     mview = _mask_view(mask, arr.shape, plan)
     if np.issubdtype(arr.dtype, np.floating):
