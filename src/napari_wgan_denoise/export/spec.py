@@ -31,6 +31,9 @@ LICENSE = "BSD-3-Clause"
 
 #: The papers behind the method (see docs and the seeds); each model cites the core
 #: paper, WGAN-GP, and the paper of its architecture.
+#: The seed papers (checked 2026-12-04 against the seed texts and the publishers' pages:
+#: IEEE Access, techscience.com/jihpp/v2n4/41147, link.springer.com/10.1007/s11042-017-5320-7,
+#: arxiv.org/abs/1811.07268).
 CITATIONS: dict[str, dict[str, str]] = {
     "core": {
         "text": "Chen S, Shi D, Sadiq M, Cheng X. Image Denoising With Generative Adversarial "
@@ -44,7 +47,7 @@ CITATIONS: dict[str, dict[str, str]] = {
     },
     "unet": {
         "text": "Gong P, Liu J, Lv S. Image Denoising with GAN Based Model. Journal of "
-        "Information Hiding and Privacy Protection 2(4) (2020).",
+        "Information Hiding and Privacy Protection 2(4):155-163 (2020).",
         "doi": "10.32604/jihpp.2020.010453",
     },
     "cascade": {
