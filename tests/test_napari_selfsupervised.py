@@ -32,6 +32,11 @@ def test_defaults_length_and_preview_cadence(make_napari_viewer):
     widget.iterations.setValue(300)
     assert widget.preview_every.value() == 7  # ... until the user sets it
     widget.set_mode("self-supervised")
+    assert widget.iterations.value() == 300  # set by the user: kept when the mode changes
+    widget.set_mode("paired")
+    widget.iterations.setValue(500)
+    widget.set_mode("self-supervised")
+    assert widget.iterations.value() == 1000  # the mode's default length replaced paired's
     assert widget.form.labelForField(widget.clean_picker).text() == "Reference:"
 
 

@@ -10,7 +10,12 @@ import numpy as np
 
 from ..training.finetune import MODES
 from ..training.finetune.selfsupervised import SS_LOSSES
-from ..training.finetune.strategies import DEFAULT_SS_LOSS, DEFAULT_SURROGATES, SURROGATES
+from ..training.finetune.strategies import (
+    DEFAULT_SS_LOSS,
+    DEFAULT_SURROGATES,
+    STRATEGIES,
+    SURROGATES,
+)
 from ._progress import advance_to, progress_bar
 
 
@@ -51,7 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--axis", type=int, help="axis of repeated frames (n2n)")
-    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="training iterations (per stage); default: the mode's (500; self-supervised 1000)",
+    )
     p.add_argument("--time-budget", type=float, help="stop after this many seconds")
     p.add_argument("--patch-size", type=int, help="default: the mode's (chosen for speed)")
     p.add_argument("--batch-size", type=int, help="default: the mode's (chosen for speed)")
@@ -99,8 +109,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     check_finetune_base(base)
     noisy = read_stack(args.noisy)
     clean = read_stack(args.clean) if args.clean else None
+    iterations = args.iterations
+    if iterations is None:  # the mode's default length
+        iterations = STRATEGIES[args.mode].iterations
     bar = progress_bar(
-        total=args.iterations * max(1, args.stages), unit="it", quiet=args.quiet, wide=True
+        total=iterations * max(1, args.stages), unit="it", quiet=args.quiet, wide=True
     )
 
     def progress(info: dict) -> None:
@@ -118,7 +131,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             config = FinetuneConfig(
                 mode=args.mode,
                 axis=args.axis,
-                iterations=args.iterations,
+                iterations=iterations,
                 time_budget=args.time_budget,
                 patch_size=args.patch_size,
                 batch_size=args.batch_size,

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..models.model import DenoiseModel
-from ..training.finetune import N2N_REFERENCE_WEIGHT, SS_REFERENCE_WEIGHT
+from ..training.finetune import N2N_REFERENCE_WEIGHT, SS_REFERENCE_WEIGHT, STRATEGIES
 from ._bridge import Progress
 from ._choices import (
     FINETUNE_MODES,
@@ -180,6 +180,10 @@ class FinetuneWidget(RunnerWidget):
 
     def _on_mode_changed(self, *args: Any) -> None:
         mode = self.mode()
+        default = STRATEGIES[mode].iterations if mode in STRATEGIES else None
+        if default and self.iterations.value() == getattr(self, "_mode_iterations", None):
+            self.iterations.setValue(default)  # the user kept the last mode's default
+        self._mode_iterations = default
         text, tip = clean_label(mode)
         label = self.form.labelForField(self.clean_picker)
         if label is not None:

@@ -14,10 +14,11 @@ class FinetuneConfig:
     """How to fine-tune: the mode and the training, stopping and saving settings.
 
     ``iterations`` is per stage (two-stage mode with ``stages > 1`` runs
-    ``iterations * stages``); ``time_budget`` (seconds) and cancelling end a run early
-    with the best weights so far. ``lr`` and ``adversarial_weight`` default per mode (see
-    the strategies). ``axis`` is the frames axis of Noise2Noise, ``axes`` the data's axis
-    letters (e.g. ``"TZYX"``) when they cannot be guessed. ``name`` names the saved user
+    ``iterations * stages``; None takes the mode's default: 500, self-supervised 1000);
+    ``time_budget`` (seconds) and cancelling end a run early with the best weights so far.
+    ``lr`` and ``adversarial_weight`` default per mode (see the strategies). ``axis`` is
+    the frames axis of Noise2Noise, ``axes`` the data's axis letters (e.g. ``"TZYX"``)
+    when they cannot be guessed. ``name`` names the saved user
     model (default ``<base>-ft-<mode>-<time>``), ``save=False`` returns it unsaved; an
     existing user model ``name`` is replaced only with ``overwrite``.
 
@@ -33,7 +34,7 @@ class FinetuneConfig:
     """
 
     mode: str
-    iterations: int = 500
+    iterations: int | None = None
     time_budget: float | None = None
     patch_size: int | None = None
     batch_size: int | None = None

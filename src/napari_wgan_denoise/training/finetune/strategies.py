@@ -49,10 +49,14 @@ class Strategy:
     #: Default batch and patch size (chosen for <= 0.3 s per iteration on 2 cores).
     batch_size: ClassVar[int] = 8
     patch_size: ClassVar[int] = 64
+    #: Default length (per stage) when the config leaves ``iterations`` at None.
+    iterations: ClassVar[int] = 500
     #: Whether the noise check runs first (the noisy-only modes).
     checks_noise: ClassVar[bool] = False
 
     def __init__(self, config: FinetuneConfig) -> None:
+        if config.iterations is None:  # the mode's default length, filled in the config
+            config.iterations = self.iterations
         self.config = config
 
     def sizes(self) -> tuple[int, int]:
@@ -258,6 +262,7 @@ class SelfSupervised(Strategy):
 
     mode = "self-supervised"
     checks_noise = True
+    iterations = 1000  # it peaks at ~1000-1300 on held-out FMD at lr 3e-4 (benchmarks.md §8)
 
     def __init__(self, config: FinetuneConfig) -> None:
         super().__init__(config)
