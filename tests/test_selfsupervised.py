@@ -226,3 +226,13 @@ def test_cli_self_supervised_writes_only_an_improved_model(tiny_gray, rng, tmp_p
         assert ft["improved"] and ft["data"]["self_supervised"]["loss"] == "blind-spot"
     else:
         assert "nothing saved" in err
+
+
+def test_iterations_default_per_mode():
+    """Left at None, the length is the mode's default: self-supervised peaks later."""
+    from napari_wgan_denoise.training.finetune import FinetuneConfig
+    from napari_wgan_denoise.training.finetune.strategies import strategy_for
+
+    assert strategy_for(FinetuneConfig(mode="self-supervised")).config.iterations == 1000
+    assert strategy_for(FinetuneConfig(mode="paired")).config.iterations == 500
+    assert strategy_for(FinetuneConfig(mode="n2n", iterations=7)).config.iterations == 7
