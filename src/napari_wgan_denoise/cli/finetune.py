@@ -99,7 +99,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from ..models.model import model_paths, save_model
     from ..models.registry import load_model, save_user_model
     from ..training.finetune import FinetuneConfig, FinetuneData, run_finetune
-    from ..validation import check_finetune_base, check_model_name, check_model_output
+    from ..validation import (
+        check_finetune_base,
+        check_model_name,
+        check_model_output,
+        check_training_length,
+    )
 
     weights, _ = model_paths(args.output)
     check_model_output(args.output, overwrite=args.overwrite)  # both files, and writable
@@ -112,6 +117,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     iterations = args.iterations
     if iterations is None:  # the mode's default length
         iterations = STRATEGIES[args.mode].iterations
+    check_training_length(  # before any progress bar appears
+        iterations,
+        stages=args.stages,
+        batch_size=1 if args.batch_size is None else args.batch_size,
+        patch_size=32 if args.patch_size is None else args.patch_size,
+        time_budget=args.time_budget,
+    )
     bar = progress_bar(
         total=iterations * max(1, args.stages), unit="it", quiet=args.quiet, wide=True
     )
