@@ -301,8 +301,8 @@ def test_narrow_docks_elide_instead_of_cutting(make_napari_viewer, qtbot):
 
 def test_finetune_run_checks_the_name_before_training(make_napari_viewer, rng):
     from napari_wgan_denoise.napari._bridge import drive
+    from napari_wgan_denoise.napari._finetune_run import run_finetune
     from napari_wgan_denoise.napari._jobs import prepare_finetune
-    from napari_wgan_denoise.napari._runs import run_finetune
 
     viewer = make_napari_viewer()
     noisy, clean = _stack(rng, n=2, size=64)

@@ -3,7 +3,7 @@
 Pick the noisy image layer, a mode (paired with a clean layer, two-stage with unpaired
 clean references, or Noise2Noise along an axis of repeated frames), an optional ROI
 (Labels or Shapes layer) and a base model; the core ``finetune`` runs in a background
-worker (:func:`~._runs.run_finetune`) with a live loss / validation plot, a preview of the
+worker (:func:`~._finetune_run.run_finetune`) with a live loss / validation plot, a preview of the
 current slice and Stop. The result is saved as a user model, appears in the Denoise and
 Compare pickers and can be applied to the layer with one click.
 """
@@ -40,11 +40,12 @@ from ._choices import (
     unique_model_name,
 )
 from ._finetune_form import build_form, clean_label
+from ._finetune_run import run_finetune
 from ._jobs import FinetuneJob, check_model_name, prepare_finetune, prepare_job
 from ._loss_plot import LossPlot
 from ._pickers import refresh_model_pickers
 from ._runner import RunnerWidget, Started
-from ._runs import run_denoise, run_finetune
+from ._runs import run_denoise
 from ._viewer import show_preview
 
 __all__ = ["FinetuneWidget", "LossPlot"]
