@@ -132,7 +132,7 @@ def _cmd_cascade_train(args: argparse.Namespace) -> int:
         best = model.card.get("metrics", {}).get("best_iteration")
         kept = f"the best weights (iteration {best})" if best else "the weights so far"
         print(
-            f"wgan-denoise: stopped at iteration {done}/{config.total_iterations()}; saved "
+            f"wgan-denoise: interrupted at iteration {done}/{config.total_iterations()}; saved "
             f"{kept} to {' and '.join(saved)}.",
             file=sys.stderr,
         )

@@ -184,8 +184,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     where = f"{weights}" + (f" and as user model {args.name!r}" if args.name else "")
     if interrupted:
         print(
-            f"wgan-denoise: stopped at iteration {ft['iterations_run']}/{ft['iterations_asked']}"
-            f"; saved the best weights so far (iteration {ft['best_iteration']}, "
+            f"wgan-denoise: interrupted at iteration "
+            f"{ft['iterations_run']}/{ft['iterations_asked']}; saved the best weights so far "
+            f"(iteration {ft['best_iteration']}, "
             f"{m['validation_metric']} {m['before']:.4g} -> {m['after']:.4g}) to {where}.",
             file=sys.stderr,
         )

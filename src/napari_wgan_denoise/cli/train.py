@@ -190,7 +190,7 @@ def _keep_interrupted(trainer: Any, output: str, card: dict[str, Any], started_a
     model.card.update(card)
     save_model(model, output)
     print(
-        f"wgan-denoise: stopped at iteration {trainer.iteration}/{trainer.config.iterations}; "
+        f"wgan-denoise: interrupted at iteration {trainer.iteration}/{trainer.config.iterations}; "
         f"saved the model so far to {weights} and a checkpoint to {checkpoint}. "
         f"To continue, run the same command with --resume {checkpoint} --overwrite.",
         file=sys.stderr,
