@@ -13,6 +13,15 @@ from typing import Any
 
 from ..benchmark import __doc__ as BENCHMARK_DOC
 from ..benchmark import format_markdown, run_benchmark
+from ._command import add_command
+
+BENCHMARK_SUMMARY = "time models (s/MP, MP/s, GFLOP/s), peak memory and optionally quality"
+BENCHMARK_DESCRIPTION = """
+Measure each model's speed (median s/MP over repeats after a warm-up, on a synthetic
+image), peak memory of one call, FLOPs per pixel and achieved GFLOP/s against the
+machine's torch.mm rate, and with --clean/--sigma its PSNR, SSIM and gradient ratio.
+Prints a markdown table; --append adds it to a file.
+"""
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -103,18 +112,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``benchmark`` subcommand to the ``wgan-denoise`` parser's subparsers."""
-    p = subparsers.add_parser(
-        "benchmark",
-        help="time models (s/MP, MP/s, GFLOP/s), peak memory and optionally quality",
-        description=(
-            "Measure each model's speed (median s/MP over repeats after a warm-up, on a "
-            "synthetic image), peak memory of one call, FLOPs per pixel and achieved GFLOP/s "
-            "against the machine's torch.mm rate, and with --clean/--sigma its PSNR, SSIM "
-            "and gradient ratio. Prints a markdown table; --append adds it to a file."
-        ),
+    p = add_command(
+        subparsers, "benchmark", _cmd_benchmark, BENCHMARK_SUMMARY, BENCHMARK_DESCRIPTION
     )
     add_arguments(p)
-    p.set_defaults(func=_cmd_benchmark)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.run") -> int:

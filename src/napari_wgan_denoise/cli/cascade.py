@@ -7,9 +7,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._command import add_command
 from ._progress import counting, progress_bar
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+CASCADE_TRAIN_SUMMARY = "train an inpaint + deblur + denoise cascade (seed 004) on clean images"
+CASCADE_TRAIN_DESCRIPTION = """
+Train the seed-004 cascade on clean images damaged on the fly (holes, blur, Poisson-
+Gaussian noise) with the gradual strategy: inpainting with MSE, then with the critic,
+auto-encoder pre-training, then both end to end.
+"""
 
 
 def _image_files(items: list[str], role: str) -> list[Path]:
@@ -189,14 +198,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the ``cascade-train`` and ``restore`` subcommands to ``wgan-denoise``."""
-    p = sub.add_parser(
-        "cascade-train",
-        help="train an inpaint + deblur + denoise cascade (seed 004) on clean images",
-        description=(
-            "Train the seed-004 cascade on clean images damaged on the fly (holes, blur, "
-            "Poisson-Gaussian noise) with the gradual strategy: inpainting with MSE, then "
-            "with the critic, auto-encoder pre-training, then both end to end."
-        ),
+    p = add_command(
+        sub, "cascade-train", _cmd_cascade_train, CASCADE_TRAIN_SUMMARY, CASCADE_TRAIN_DESCRIPTION
     )
     p.add_argument("--clean", nargs="+", required=True, help="clean image files or folders")
     p.add_argument("--val", nargs="*", help="clean validation images (held out)")
@@ -228,7 +231,6 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=_cmd_cascade_train)
 
     p = sub.add_parser(
         "restore",

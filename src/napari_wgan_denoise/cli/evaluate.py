@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..evaluation import BASELINES, evaluate, format_table
+from ._command import add_command
 from ._progress import counting, progress_bar
+
+EVALUATE_SUMMARY = "score models (and BM3D / NLM baselines) on clean test images"
+EVALUATE_DESCRIPTION = """
+Report mean PSNR, SSIM, gradient ratio (output sharpness / truth sharpness) and seconds
+per megapixel for each model, on clean images with seeded Gaussian noise (--sigma) or on
+noisy/clean pairs matched by file name (--noisy). PSNR/SSIM use a peak of 255 for 8-bit
+references, else the reference's range.
+"""
 
 
 def _json_safe(value: Any) -> Any:
@@ -63,16 +72,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``evaluate`` subcommand to the ``wgan-denoise`` parser's subparsers."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="score models (and BM3D / NLM baselines) on clean test images",
-        description=(
-            "Report mean PSNR, SSIM, gradient ratio (output sharpness / truth sharpness) and "
-            "seconds per megapixel for each model, on clean images with seeded Gaussian noise "
-            "(--sigma) or on noisy/clean pairs matched by file name (--noisy). PSNR/SSIM use a "
-            "peak of 255 for 8-bit references, else the reference's range."
-        ),
-    )
+    p = add_command(subparsers, "evaluate", _cmd_evaluate, EVALUATE_SUMMARY, EVALUATE_DESCRIPTION)
     p.add_argument(
         "--model",
         action="append",
@@ -107,7 +107,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tile-size", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object per model per line")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_evaluate)
 
 
 def main_for_tests(argv: Sequence[str]) -> int:

@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noisy", required=True, help="image file (stack) or folder of images")
     p.add_argument("--clean", help="clean counterpart (paired mode; validation in two-stage)")
     p.add_argument(
-        "--references", help="folder of clean images for the critic (two-stage; optional in "
-        "n2n and self-supervised with --adversarial-weight)"
+        "--references",
+        help="folder of clean images for the critic (two-stage; optional in "
+        "n2n and self-supervised with --adversarial-weight)",
     )
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--axis", type=int, help="axis of repeated frames (n2n)")

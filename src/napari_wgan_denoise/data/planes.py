@@ -149,44 +149,42 @@ def _percentile_range(plane: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------- splitting
 
 
-def _choose_val_groups(
+def _named_val_groups(
     groups: list[str],
     aliases: dict[str, str],
+    val_names: str | Sequence[str],
     *,
-    val_fraction: float,
-    val_names: Sequence[str] | None,
-    seed: int,
     where: str,
-    strict: bool = True,
-    unit: str = "files (with or without extension)",
+    strict: bool,
+    unit: str,
 ) -> tuple[set[str], set[str]]:
-    """Which split units (files, fields of view) are held out, and which ``val_names``
-    matched. ``val_names`` wins; otherwise ``val_fraction`` of the units chosen with
-    ``seed`` (at least one, never all). ``strict=False`` (mixtures) tolerates names that
-    belong to another source and falls back to ``val_fraction`` when none match here."""
-    if val_names is not None:
-        names = [val_names] if isinstance(val_names, str) else [str(n) for n in val_names]
-        val = {aliases[n] for n in names if n in aliases}
-        matched = {n for n in names if n in aliases}
-        unmatched = [n for n in names if n not in aliases]
-        if unmatched and strict:
-            shown = ", ".join(groups[:12]) + (", ..." if len(groups) > 12 else "")
-            raise ValueError(
-                f"val_names {unmatched} are not in {where}. Name {unit} that exist: {shown}."
-            )
-        if len(val) == len(groups) and groups:
-            raise ValueError(
-                f"val_names hold out every image of {where}, leaving nothing to train on; "
-                "name fewer."
-            )
-        if val or strict or not names:
-            return val, matched
+    """The split units (files, fields of view) that ``val_names`` hold out, and the names
+    that matched. ``strict=False`` (mixtures) tolerates names that belong to another
+    source; an empty set then means none matched here."""
+    names = [val_names] if isinstance(val_names, str) else [str(n) for n in val_names]
+    val = {aliases[n] for n in names if n in aliases}
+    matched = {n for n in names if n in aliases}
+    unmatched = [n for n in names if n not in aliases]
+    if unmatched and strict:
+        shown = ", ".join(groups[:12]) + (", ..." if len(groups) > 12 else "")
+        raise ValueError(
+            f"val_names {unmatched} are not in {where}. Name {unit} that exist: {shown}."
+        )
+    if len(val) == len(groups) and groups:
+        raise ValueError(
+            f"val_names hold out every image of {where}, leaving nothing to train on; name fewer."
+        )
+    return val, matched
+
+
+def _drawn_val_groups(groups: list[str], val_fraction: float, seed: int) -> set[str]:
+    """``val_fraction`` of the split units, drawn with ``seed`` (at least one, never all)."""
     n = len(groups)
     if val_fraction <= 0 or n < 2:
-        return set(), set()
+        return set()
     n_val = min(n - 1, max(1, round(val_fraction * n)))
     order = np.random.default_rng(seed).permutation(n)
-    return {groups[i] for i in order[:n_val]}, set()
+    return {groups[i] for i in order[:n_val]}
 
 
 def _split_planes(
@@ -216,16 +214,15 @@ def _split_planes(
         )
         val = planes[start : start + n_val]
         return planes[:start] + planes[start + n_val :], val, set()
-    val_groups, matched = _choose_val_groups(
-        groups,
-        aliases,
-        val_fraction=val_fraction,
-        val_names=val_names,
-        seed=seed,
-        where=where,
-        strict=strict,
-        unit=unit,
-    )
+    val_groups: set[str] = set()
+    matched: set[str] = set()
+    if val_names is not None:  # named units win; a mixture falls back to the fraction
+        val_groups, matched = _named_val_groups(
+            groups, aliases, val_names, where=where, strict=strict, unit=unit
+        )
+        no_names = not isinstance(val_names, str) and not list(val_names)
+    if val_names is None or not (val_groups or strict or no_names):
+        val_groups = _drawn_val_groups(groups, val_fraction, seed)
     train = [p for p in planes if p.group not in val_groups]
     val = [p for p in planes if p.group in val_groups]
     if not val and val_fraction > 0 and val_names is None:

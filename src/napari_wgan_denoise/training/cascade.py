@@ -8,7 +8,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,14 +20,14 @@ from ..inference.devices import resolve_device
 from ..metrics import psnr
 from ..models.architectures import build_critic
 from ..models.model import DenoiseModel, create_model
-from ..validation import coerce_settings
+from ..validation import SettingsMixin
 from .losses import gradient_penalty
 
 STAGES = ("inpaint-mse", "inpaint-adv", "restore", "joint")
 
 
 @dataclass
-class CascadeTrainConfig:
+class CascadeTrainConfig(SettingsMixin):
     """Every constant of a cascade run.
 
     The gradual strategy of seed 004 runs four stages: ``inpaint_mse_iterations`` of the
@@ -43,6 +43,8 @@ class CascadeTrainConfig:
     only (seed 004 back-propagates from the output to the generator's input);
     ``joint_adversarial=True`` keeps the critic on the inpainting output there too.
     """
+
+    SETTINGS: ClassVar[str] = "cascade setting"
 
     arch_config: dict[str, Any] = field(default_factory=dict)
     critic_config: dict[str, Any] = field(default_factory=dict)
@@ -110,19 +112,6 @@ class CascadeTrainConfig:
             self.joint_iterations,
         )
         return [(s, n) for s, n in zip(STAGES, counts) if n > 0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able copy for cards."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> CascadeTrainConfig:
-        """Build a config from a dict (e.g. a YAML file), rejecting unknown keys."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"Unknown cascade setting(s) {unknown}; valid: {sorted(names)}.")
-        return cls(**coerce_settings(values, cls))  # typed; a wrong type names key and type
 
 
 @dataclass

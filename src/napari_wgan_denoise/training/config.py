@@ -3,13 +3,13 @@ and the learning-rate schedule."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..inference.devices import PRECISIONS
-from ..validation import coerce_settings
+from ..validation import SettingsMixin
 
 LR_SCHEDULES = ("step", "cosine")
 LOSSES = ("mse", "wgan", "wgan-wf", "vgg", "wgan-vgg")
@@ -20,7 +20,7 @@ CRITIC_FREE_LOSSES = ("mse", "vgg")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SettingsMixin):
     """Every constant of a training run. Defaults are the paper's (seed 000, Gaussian
     denoising): 40x40 patches in batches of 128 for 50 epochs of 1772 batches, Adam with
     beta = (0, 0.9), lr 1e-4 dropping to 1e-5 after 60 % (30 of 50 epochs), gradient
@@ -38,6 +38,8 @@ class TrainConfig:
     WGAN-VGG is ``mse_weight = 0``. ``vgg_weights`` is torchvision's ImageNet VGG file (or
     ``$NAPARI_WGAN_DENOISE_VGG``); ``vgg_layers`` defaults to relu1_2, relu2_2, relu3_3,
     relu4_3 for VGG16 and relu5_4 for VGG19; ``vgg_random_init`` is for tests only."""
+
+    SETTINGS: ClassVar[str] = "training setting"
 
     architecture: str = "srresnet"
     arch_config: dict[str, Any] = field(default_factory=dict)
@@ -108,18 +110,10 @@ class TrainConfig:
         if not 0 <= self.lr_drop_at <= 1:
             raise ValueError(f"lr_drop_at must be between 0 and 1, got {self.lr_drop_at}.")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able copy for cards and checkpoints."""
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Build a config from a dict (e.g. a YAML file), rejecting unknown keys."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"Unknown training setting(s) {unknown}; valid: {sorted(names)}.")
-        values = coerce_settings(values, cls)  # typed; a wrong type names key and type
+        values = cls.checked_values(values)
         for key in ("betas", "critic_clip"):
             if values.get(key) is not None:
                 values[key] = tuple(float(v) for v in values[key])

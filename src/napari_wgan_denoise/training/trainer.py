@@ -201,19 +201,9 @@ class Trainer:
         """Continue from a checkpoint written by :meth:`save_checkpoint`."""
         modules, optimizers, rng = self._parts()
         meta = load_checkpoint(path, modules=modules, optimizers=optimizers, rng=rng)
-        old = meta.get("config", {})
-        for key in ("architecture", "arch_config", "loss", "batch_size", "patch_size"):
-            if key in old and old[key] != self.config.to_dict()[key]:
-                raise ValueError(
-                    f"Checkpoint {path} was made with {key}={old[key]!r} but this run "
-                    f"asks for {self.config.to_dict()[key]!r}; use the same settings."
-                )
-        self.iteration = int(meta["iteration"])
-        self.history = list(meta.get("history", []))
-        self.curve = list(meta.get("curve") or _curve_of(self.history))
+        keys = ("architecture", "arch_config", "loss", "batch_size", "patch_size")
+        self._continue_from(meta, path, keys, "use the same settings")
         self.best = dict(meta.get("best", {}))
-        self.wall_time = float(meta.get("wall_time", 0.0))
-        self.cpu_time = float(meta.get("cpu_time", 0.0))
 
     def warm_start(self, path: str | Path) -> None:
         """Continue another run's generator: its weights, optimiser moments, data RNG,
@@ -226,20 +216,28 @@ class Trainer:
             optimizers={"generator": self.opt_g},
             rng={"data": self.rng},
         )
+        keys = ("architecture", "arch_config", "batch_size", "patch_size", "iterations")
+        self._continue_from(meta, path, keys, "a warm start needs the same setting")
+        self.best = {}
+        self.warm_started = {"from": str(path), "iteration": self.iteration}
+
+    def _continue_from(
+        self, meta: dict[str, Any], path: str | Path, keys: tuple[str, ...], rule: str
+    ) -> None:
+        """Take the iteration count, learning curve and clocks of a loaded checkpoint,
+        after checking that it was made with the same ``keys`` settings as this run."""
         old = meta.get("config", {})
-        for key in ("architecture", "arch_config", "batch_size", "patch_size", "iterations"):
+        for key in keys:
             if key in old and old[key] != self.config.to_dict()[key]:
                 raise ValueError(
-                    f"Checkpoint {path} was made with {key}={old[key]!r} but this run asks "
-                    f"for {self.config.to_dict()[key]!r}; a warm start needs the same setting."
+                    f"Checkpoint {path} was made with {key}={old[key]!r} but this run "
+                    f"asks for {self.config.to_dict()[key]!r}; {rule}."
                 )
         self.iteration = int(meta["iteration"])
         self.history = list(meta.get("history", []))
         self.curve = list(meta.get("curve") or _curve_of(self.history))
-        self.best = {}
         self.wall_time = float(meta.get("wall_time", 0.0))
         self.cpu_time = float(meta.get("cpu_time", 0.0))
-        self.warm_started = {"from": str(path), "iteration": self.iteration}
 
     # -- one iteration -------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,20 +31,27 @@ class NoiseReport:
     over the signal range), ``correlated`` (>= CORRELATION_FLAG) and
     whether the stack looks like ``repeats`` of one field (Noise2Noise applies)."""
 
-    correlation: float
     correlation_rows: float
     correlation_cols: float
     gain: float
     offset: float
     signal_dependent: bool
-    correlated: bool
     repeats: bool
+
+    @property
+    def correlation(self) -> float:
+        """The larger of the row and column neighbour correlations."""
+        return max(self.correlation_rows, self.correlation_cols)
+
+    @property
+    def correlated(self) -> bool:
+        """Whether blind-spot assumptions fail (correlation >= CORRELATION_FLAG)."""
+        return self.correlation >= CORRELATION_FLAG
 
     def message(self) -> str:
         """One line for the CLI and the widget."""
-        fit = (
-            f"variance = {self.gain:.2g} x mean + {self.offset:.2g}"
-            + (" (signal-dependent)" if self.signal_dependent else "")
+        fit = f"variance = {self.gain:.2g} x mean + {self.offset:.2g}" + (
+            " (signal-dependent)" if self.signal_dependent else ""
         )
         if not self.correlated:
             return (
@@ -64,7 +71,8 @@ class NoiseReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain values (for the model card and progress reports)."""
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        values = {"correlation": self.correlation, **asdict(self), "correlated": self.correlated}
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()}
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -96,7 +104,14 @@ def noise_check(
     res = [y - o for y, o in zip(ys, outs)]
     rows = float(np.mean([_corr(r[:, :, :-1], r[:, :, 1:]) for r in res]))
     cols = float(np.mean([_corr(r[:, :-1, :], r[:, 1:, :]) for r in res]))
-    # variance vs mean in 16 quantile bins of the base's output
+    repeats = len(ys) >= 2 and _corr(outs[0], outs[1]) > 0.9
+    return NoiseReport(rows, cols, *_variance_fit(outs, res), repeats=bool(repeats))
+
+
+def _variance_fit(outs: list[np.ndarray], res: list[np.ndarray]) -> tuple[float, float, bool]:
+    """``(gain, offset, signal_dependent)``: the residuals' variance against the base's
+    output in 16 quantile bins, fitted by a line; signal-dependent when the fitted variance
+    grows by more than half over the signal range."""
     means = np.concatenate([o.ravel() for o in outs])
     resid = np.concatenate([r.ravel() for r in res])
     edges = np.unique(np.quantile(means, np.linspace(0, 1, 17)))
@@ -111,20 +126,8 @@ def noise_check(
         gain, offset = (float(v) for v in np.polyfit(mu, var, 1))
     else:
         gain, offset = 0.0, float(resid.var())
-    # signal-dependent: the fitted variance grows by more than half over the signal range
     low, high = (min(mu), max(mu)) if mu else (0.0, 0.0)
     signal_dependent = bool(
         gain > 0 and gain * high + offset > 1.5 * max(gain * low + offset, 1e-12)
     )
-    repeats = len(ys) >= 2 and _corr(outs[0], outs[1]) > 0.9
-    corr = max(rows, cols)
-    return NoiseReport(
-        correlation=corr,
-        correlation_rows=rows,
-        correlation_cols=cols,
-        gain=gain,
-        offset=offset,
-        signal_dependent=signal_dependent,
-        correlated=corr >= CORRELATION_FLAG,
-        repeats=bool(repeats),
-    )
+    return gain, offset, signal_dependent
