@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, describe_error, exit_status
+from ._command import add_command
 
 __all__ = ["build_parser", "main"]
 
@@ -62,8 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("models", help="list shipped and user models")
-    p.set_defaults(func=_cmd_models)
+    add_command(sub, "models", _cmd_models, "list shipped and user models")
     for module in (denoise, train, finetune, cascade, evaluate, demo, benchmark, export):
         module.register(sub)
     return parser
@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C
             status = int(args.func(args) or 0)
     except KeyboardInterrupt:
+        _ignore_further_signals()  # the run is over; a repeated Ctrl-C must not cut this
         if debug:
             traceback.print_exc()
         print("wgan-denoise: interrupted", file=sys.stderr)

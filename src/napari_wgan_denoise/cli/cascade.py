@@ -13,6 +13,7 @@ from ._progress import counting, progress_bar
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
+RESTORE_SUMMARY = "fill masked pixels and remove blur and noise with a cascade model"
 CASCADE_TRAIN_SUMMARY = "train an inpaint + deblur + denoise cascade (seed 004) on clean images"
 CASCADE_TRAIN_DESCRIPTION = """
 Train the seed-004 cascade on clean images damaged on the fly (holes, blur, Poisson-
@@ -232,10 +233,7 @@ def register(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
 
-    p = sub.add_parser(
-        "restore",
-        help="fill masked pixels and remove blur and noise with a cascade model",
-    )
+    p = add_command(sub, "restore", _cmd_restore, RESTORE_SUMMARY)
     p.add_argument("inputs", nargs="+", help="TIFF, PNG or JPEG files")
     p.add_argument("--mask", help="image whose non-zero pixels are to be filled (YX or same shape)")
     p.add_argument("--model", required=True, help="a restore model name or path")
@@ -246,4 +244,3 @@ def register(sub: Any) -> None:
     p.add_argument("--axes", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=_cmd_restore)

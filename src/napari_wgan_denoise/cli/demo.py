@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ._command import add_command
+
 
 def _fresh_folder(base: Path) -> Path:
     """``base`` if it does not exist yet, else ``base-2``, ``base-3``, ... (never reuse)."""
@@ -19,7 +21,9 @@ def _fresh_folder(base: Path) -> Path:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand to the ``wgan-denoise`` parser."""
-    p = sub.add_parser("demo", help="denoise the bundled sample images with the default model")
+    p = add_command(
+        sub, "demo", cmd_demo, "denoise the bundled sample images with the default model"
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -29,7 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model to use (default: the default model for each sample)")
     p.add_argument("--sample", choices=("fluorescence", "cells", "all"), default="all")
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

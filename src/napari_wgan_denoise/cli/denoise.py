@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._command import add_command
 from ._progress import counting, progress_bar
 
 
@@ -38,7 +39,7 @@ def wants_distributed(args: argparse.Namespace) -> bool:
 
 def register(sub: Any) -> None:
     """Add the ``denoise`` subcommand."""
-    p = sub.add_parser("denoise", help="denoise image files into TIFFs")
+    p = add_command(sub, "denoise", cmd_denoise, "denoise image files into TIFFs")
     p.add_argument("inputs", nargs="+", help="TIFF, PNG or JPEG files, or .zarr stores")
     p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     p.add_argument("--model", required=True, help="registered model name or NAME.safetensors path")
@@ -49,7 +50,6 @@ def register(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
     add_distributed_arguments(p)
-    p.set_defaults(func=cmd_denoise)
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._command import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand to the ``wgan-denoise`` parser."""
-    p = sub.add_parser("export", help="write a bioimage.io model package (.zip)")
+    p = add_command(sub, "export", cmd_export, "write a bioimage.io model package (.zip)")
     p.add_argument("model", help="registered model name or NAME.safetensors path")
     p.add_argument("-o", "--output", required=True, help="the package to write, NAME.zip")
     p.add_argument("--name", default=None, help="model name in the package (default: the card's)")
@@ -19,7 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="validate and run bioimageio.core's test_model on it (needs the bioimageio extra)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="print the full test report")
-    p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -16,7 +16,15 @@ from ..training.finetune.strategies import (
     STRATEGIES,
     SURROGATES,
 )
+from ._command import add_command
 from ._progress import advance_to, progress_bar
+
+FINETUNE_SUMMARY = "fine-tune a model on your own stack"
+FINETUNE_DESCRIPTION = """
+Adapt a model to your data: paired (noisy + clean), two-stage (seed 002, noisy only),
+n2n (repeated frames) or self-supervised (noisy only: Neighbor2Neighbor or blind-spot
+loss). A noise check runs first.
+"""
 
 
 def read_stack(path: str | Path) -> np.ndarray:
@@ -40,13 +48,7 @@ def read_stack(path: str | Path) -> np.ndarray:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``finetune`` subcommand to the ``wgan-denoise`` parser."""
-    p = sub.add_parser(
-        "finetune",
-        help="fine-tune a model on your own stack",
-        description="Adapt a model to your data: paired (noisy + clean), "
-        "two-stage (seed 002, noisy only), n2n (repeated frames) or self-supervised "
-        "(noisy only: Neighbor2Neighbor or blind-spot loss). A noise check runs first.",
-    )
+    p = add_command(sub, "finetune", cmd_finetune, FINETUNE_SUMMARY, FINETUNE_DESCRIPTION)
     p.add_argument("--model", required=True, help="base model name or path")
     p.add_argument("--noisy", required=True, help="image file (stack) or folder of images")
     p.add_argument("--clean", help="clean counterpart (paired mode; validation in two-stage)")
@@ -90,7 +92,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="also register the model under this name for napari")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_finetune)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

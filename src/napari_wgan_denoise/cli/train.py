@@ -11,6 +11,7 @@ from typing import Any
 from ..training.perceptual import VGG_ENV
 from ..training.trainer import LOSSES, PERCEPTUAL_LOSSES, TrainConfig, TrainState
 from ..validation import check_train_settings, load_config_file
+from ._command import add_command
 from ._progress import advance_to, progress_bar
 
 DATA_KEYS = (
@@ -28,6 +29,13 @@ DATA_KEYS = (
 )
 CARD_KEYS = ("modality", "description", "family", "default")
 PATH_KEYS = ("clean", "noisy", "fmd")
+
+
+TRAIN_SUMMARY = "train a denoiser (ID-MSE or ID-MSE-WGAN)"
+TRAIN_DESCRIPTION = """
+Train a denoiser with Algorithm 1 of seed 000. Options given on the command line
+override those of --config.
+"""
 
 
 def parse_kv(text: str | dict | None) -> dict[str, Any]:
@@ -53,12 +61,7 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand to the ``wgan-denoise`` parser."""
-    p = sub.add_parser(
-        "train",
-        help="train a denoiser (ID-MSE or ID-MSE-WGAN)",
-        description="Train a denoiser with Algorithm 1 of seed 000. Options given "
-        "on the command line override those of --config.",
-    )
+    p = add_command(sub, "train", cmd_train, TRAIN_SUMMARY, TRAIN_DESCRIPTION)
     p.add_argument("-o", "--output", help="model path to write (OUT.safetensors + OUT.json)")
     p.add_argument("--config", help="YAML file with any of the options below (underscored keys)")
     p.add_argument(
@@ -149,7 +152,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-amp", action="store_true", help="fp32 only (no bf16/fp16 autocast)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output model")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
 
 
 def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
