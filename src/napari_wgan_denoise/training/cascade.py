@@ -20,7 +20,7 @@ from ..inference.devices import resolve_device
 from ..metrics import psnr
 from ..models.architectures import build_critic
 from ..models.model import DenoiseModel, create_model
-from ..validation import SettingsMixin
+from .config import SettingsMixin
 from .losses import gradient_penalty
 
 STAGES = ("inpaint-mse", "inpaint-adv", "restore", "joint")

@@ -3,13 +3,14 @@ and the learning-rate schedule."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..inference.devices import PRECISIONS
-from ..validation import SettingsMixin
+from ..validation import coerce_settings
 
 LR_SCHEDULES = ("step", "cosine")
 LOSSES = ("mse", "wgan", "wgan-wf", "vgg", "wgan-vgg")
@@ -17,6 +18,34 @@ LOSSES = ("mse", "wgan", "wgan-wf", "vgg", "wgan-vgg")
 PERCEPTUAL_LOSSES = ("vgg", "wgan-vgg")
 #: Losses trained without a critic.
 CRITIC_FREE_LOSSES = ("mse", "vgg")
+
+
+class SettingsMixin:
+    """``to_dict``/``from_dict`` for a settings dataclass (a training config): a JSON-able
+    copy for cards and checkpoints, and construction from a dict (e.g. a YAML file) that
+    rejects unknown keys and converts values to the field types. ``SETTINGS`` names the
+    kind of setting in messages."""
+
+    SETTINGS: ClassVar[str] = "setting"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able copy for cards and checkpoints."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def checked_values(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` checked against the fields: unknown keys raise ValueError; a wrong
+        type names the key and the type expected."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"Unknown {cls.SETTINGS}(s) {unknown}; valid: {sorted(names)}.")
+        return coerce_settings(values, cls)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Any:
+        """Build a config from a dict (e.g. a YAML file), rejecting unknown keys."""
+        return cls(**cls.checked_values(values))
 
 
 @dataclass
