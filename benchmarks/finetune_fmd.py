@@ -68,6 +68,10 @@ def mode_options(spec: str, args: argparse.Namespace, train_gt: np.ndarray, shap
             kw["adversarial_weight"] = args.ss_adversarial_weight
     if mode == "two-stage" and variant:
         kw["surrogates"] = variant
+    if mode == "two-stage" and args.stages > 1:
+        kw["stages"] = args.stages
+    if args.references and (mode == "two-stage" or kw.get("adversarial_weight")):
+        kw["references"] = args.references
     return kw
 
 
@@ -137,6 +141,8 @@ def main() -> None:
     ap.add_argument("--time-budget", type=float, default=None, help="seconds per run")
     ap.add_argument("--lr", type=float, default=None, help="default: the mode's own")
     ap.add_argument("--ss-adversarial-weight", type=float, default=1e-3)
+    ap.add_argument("--stages", type=int, default=1, help="two-stage: regenerations (seed 002)")
+    ap.add_argument("--references", default=None, help="folder of unpaired clean images")
     ap.add_argument("--n2v-scratch", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="docs/finetune-fmd.json")

@@ -2,6 +2,11 @@
 
 Usage (from the repository root)::
 
+    # SRC=NAME ships SRC under the name NAME, replacing the shipped NAME's weights and
+    # keeping that card's family, default and modality (so defaults and families hold)
+    python benchmarks/ship.py runs/zoo/gray-mse=gray-mse-fast runs/zoo/gray-wgan=gray-wgan-fast \
+        --clean ../shared/data/gray/set12 --sigma 25 --sigma 50 --label set12
+
     python benchmarks/ship.py runs/zoo/fluo-mse-fast runs/zoo/fluo-wgan-fast \
         --noisy runs/fmd_val/noisy --clean runs/fmd_val/clean --label fmd_confocal_fov3_11
     python benchmarks/ship.py runs/zoo/cells-mse-fast \
@@ -12,6 +17,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from napari_wgan_denoise import load_model, save_model
@@ -29,7 +35,9 @@ def main() -> None:
     ap.add_argument("--last", type=int)
     ap.add_argument("--label", required=True)
     args = ap.parse_args()
-    for path in args.models:
+    for spec in args.models:
+        path, _, name = spec.partition("=")
+        name = name or Path(path).name
         model = load_model(path)
         results = {}
         for sigma in args.sigma or [None]:
@@ -41,7 +49,12 @@ def main() -> None:
             print(model.name, key, results[key])
         metrics = dict(model.card.get("metrics") or {})
         metrics.setdefault("held_out", {}).update(results)
-        save_model(model, SHIPPED_DIR / Path(path).name, metrics=metrics)
+        kept = {}
+        old_card = SHIPPED_DIR / f"{name}.json"
+        if old_card.is_file():  # the shipped model this replaces: its place in the zoo
+            old = json.loads(old_card.read_text(encoding="utf-8"))
+            kept = {k: old[k] for k in ("family", "default", "modality") if k in old}
+        save_model(model, SHIPPED_DIR / name, metrics=metrics, **kept)
 
 
 if __name__ == "__main__":

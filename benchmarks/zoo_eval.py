@@ -5,7 +5,8 @@ Usage (from the repository root)::
     python -m benchmarks.zoo_eval gray  --model gray-mse-fast --model gray-wgan-fast
     python -m benchmarks.zoo_eval cells --model cells-mse-fast --model cells-wgan-fast
     python -m benchmarks.zoo_eval fluo  --model fluo-mse-fast --model fluo-wgan-fast
-    # add --json FILE to keep the rows, --no-baselines to skip BM3D/NLM
+    # add --json FILE to keep the rows, --no-baselines to skip BM3D/NLM,
+    # --baselines nlm to run NLM alone
     # a --model may also be a training checkpoint: runs/zoo/gray-mse-checkpoints/last
 
 * gray: Set12 at σ 25 and 50 (seeded, float, unclipped: the seed-000 protocol).
@@ -201,9 +202,15 @@ def main() -> None:
     ap.add_argument("family", choices=("gray", "cells", "fluo"))
     ap.add_argument("--model", action="append", default=[])
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument(
+        "--baselines",
+        default="bm3d,nlm",
+        help="comma-separated (bm3d, nlm): e.g. nlm alone for the speed comparison, BM3D "
+        "being deterministic but ~140 s/MP",
+    )
     ap.add_argument("--json")
     args = ap.parse_args()
-    baselines = () if args.no_baselines else ("bm3d", "nlm")
+    baselines = () if args.no_baselines else tuple(b for b in args.baselines.split(",") if b)
     models = [_model(m) for m in args.model]
     result = {"gray": gray, "cells": cells, "fluo": fluo}[args.family](models, baselines)
     if args.json:
