@@ -49,10 +49,13 @@ def test_export_validates_and_passes_test_model(tmp_path, name):
     rdf = _rdf(path)
     assert rdf["format_version"].startswith("0.5")
     assert set(rdf["weights"]) == {"pytorch_state_dict", "torchscript"}
+    model = load_model(name)
     arch = rdf["weights"]["pytorch_state_dict"]["architecture"]
-    assert arch["callable"] == FACTORY and arch["kwargs"]["features"] == 32
+    assert arch["callable"] == FACTORY
+    assert arch["kwargs"]["features"] == model.card["config"]["features"]
     y_axis = rdf["outputs"][0]["axes"][2]
-    assert y_axis["halo"] >= 1 and rdf["inputs"][0]["axes"][2]["size"]["step"] == 4
+    step = rdf["inputs"][0]["axes"][2]["size"]["step"]
+    assert y_axis["halo"] >= 1 and step == model.network.size_multiple
     assert any(c.get("doi") == "10.1109/ACCESS.2020.2988284" for c in rdf["cite"])
     with zipfile.ZipFile(path) as zf:
         readme = zf.read("README.md").decode()

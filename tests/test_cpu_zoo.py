@@ -5,6 +5,7 @@ warm starts (MSE pre-training for the WGAN twin) and CPU-time budgets."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,9 +216,7 @@ def test_grad_clip_bounds_the_generator_step(folders):
     clipped = Trainer(_cfg(loss="mse", grad_clip=1e-3, keep_checkpoints=[]), source)
     st = clipped.step()
     assert st.grad_norm > 1e-3  # the norm before clipping is reported ...
-    total = torch.sqrt(
-        sum((p.grad.float() ** 2).sum() for p in clipped.generator.parameters())
-    )
+    total = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in clipped.generator.parameters()))
     assert float(total) <= 1e-3 * 1.01  # ... and the step used the clipped gradient
 
 
@@ -260,3 +259,41 @@ def test_cpu_budget_stops_with_a_checkpoint_and_resume_finishes(folders, tmp_pat
     assert main([*argv, "--resume", str(last.with_suffix(""))]) == 0
     card = load_model(out).card
     assert card["training"]["iterations"] == 5 and card["training"]["precision"] == "fp32"
+
+
+SHIPPED = sorted(
+    p.stem
+    for p in (Path(__file__).resolve().parents[1] / "src/napari_wgan_denoise/weights").glob(
+        "*.json"
+    )
+    if "cascade" not in p.stem  # the cascade's config is checked in test_cascade
+)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_denoiser_has_the_config_that_made_it(name):
+    """configs/zoo/NAME.yaml reproduces the shipped NAME: the settings that shape the
+    network and its training are those its card records."""
+    from napari_wgan_denoise.models.model import read_card
+    from napari_wgan_denoise.models.registry import SHIPPED_DIR
+    from napari_wgan_denoise.validation import load_config_file
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "zoo" / f"{name}.yaml"
+    assert path.is_file(), f"no config for the shipped model {name}"
+    settings = load_config_file(path)
+    config = TrainConfig.from_dict(
+        {k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__}
+    ).to_dict()
+    trained = read_card(SHIPPED_DIR / name)["training"]["config"]
+    for key in (
+        "architecture",
+        "arch_config",
+        "loss",
+        "iterations",
+        "batch_size",
+        "patch_size",
+        "lr",
+        "lr_final",
+        "seed",
+    ):
+        assert config[key] == trained[key], (name, key, config[key], trained[key])
