@@ -17,11 +17,11 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from napari_wgan_denoise import load_model, save_model
 from napari_wgan_denoise.evaluation import evaluate
+from napari_wgan_denoise.models.model import read_card
 from napari_wgan_denoise.models.registry import SHIPPED_DIR
 
 
@@ -50,9 +50,8 @@ def main() -> None:
         metrics = dict(model.card.get("metrics") or {})
         metrics.setdefault("held_out", {}).update(results)
         kept = {}
-        old_card = SHIPPED_DIR / f"{name}.json"
-        if old_card.is_file():  # the shipped model this replaces: its place in the zoo
-            old = json.loads(old_card.read_text(encoding="utf-8"))
+        if (SHIPPED_DIR / f"{name}.json").is_file():  # the model this replaces: its place
+            old = read_card(SHIPPED_DIR / name)
             kept = {k: old[k] for k in ("family", "default", "modality") if k in old}
         save_model(model, SHIPPED_DIR / name, metrics=metrics, **kept)
 

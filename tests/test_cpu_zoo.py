@@ -23,6 +23,7 @@ from napari_wgan_denoise.data.colour import (
 from napari_wgan_denoise.data.noise import PoissonGaussianNoise, correlate, parse_noise
 from napari_wgan_denoise.data.recipes import build_source
 from napari_wgan_denoise.inference import devices
+from napari_wgan_denoise.models.registry import SHIPPED_DIR
 from napari_wgan_denoise.training import TrainConfig, Trainer, learning_rate
 
 
@@ -263,9 +264,7 @@ def test_cpu_budget_stops_with_a_checkpoint_and_resume_finishes(folders, tmp_pat
 
 SHIPPED = sorted(
     p.stem
-    for p in (Path(__file__).resolve().parents[1] / "src/napari_wgan_denoise/weights").glob(
-        "*.json"
-    )
+    for p in SHIPPED_DIR.glob("*.json")
     if "cascade" not in p.stem  # the cascade's config is checked in test_cascade
 )
 
@@ -275,7 +274,6 @@ def test_each_shipped_denoiser_has_the_config_that_made_it(name):
     """configs/zoo/NAME.yaml reproduces the shipped NAME: the settings that shape the
     network and its training are those its card records."""
     from napari_wgan_denoise.models.model import read_card
-    from napari_wgan_denoise.models.registry import SHIPPED_DIR
     from napari_wgan_denoise.validation import load_config_file
 
     path = Path(__file__).resolve().parents[1] / "configs" / "zoo" / f"{name}.yaml"

@@ -46,6 +46,16 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(sigterm, previous)
 
 
+def ignore_signals() -> None:
+    """From now on SIGINT/SIGTERM do nothing (main thread only): for a command whose run
+    was interrupted and has kept what it could, so that a repeated Ctrl-C, even one sent
+    while the interpreter shuts down (when Python puts the default handler back), cannot
+    kill it by signal."""
+    if _main_thread():
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 class GracefulStop:
     """Context manager: the first SIGINT/SIGTERM sets :attr:`event` and prints ``note``;
     a second one raises ``KeyboardInterrupt`` immediately. Handlers are restored on exit.

@@ -82,36 +82,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ..interrupt import terminate_as_interrupt
+    from ..interrupt import ignore_signals, terminate_as_interrupt
 
     try:
         with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C
             status = int(args.func(args) or 0)
     except KeyboardInterrupt:
-        _ignore_further_signals()  # the run is over; a repeated Ctrl-C must not cut this
+        ignore_signals()  # the run is over; a repeated Ctrl-C must not cut this short
         if debug:
             traceback.print_exc()
         print("wgan-denoise: interrupted", file=sys.stderr)
-        status = EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - one line per failure; --debug shows the rest
         if debug:
             traceback.print_exc()
         print(f"wgan-denoise: error: {describe_error(exc)}", file=sys.stderr)
         return exit_status(exc)
-    if status == EXIT_INTERRUPTED:
-        _ignore_further_signals()
+    if status == EXIT_INTERRUPTED:  # stopped gracefully: the same for what follows
+        ignore_signals()
     return status
-
-
-def _ignore_further_signals() -> None:
-    """After an interrupted run has kept what it could, a repeated Ctrl-C (one sent while
-    the interpreter shuts down, when Python has put back the default handler) must not
-    kill the process by signal: the exit status stays 130."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)

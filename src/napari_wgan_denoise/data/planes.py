@@ -214,15 +214,15 @@ def _split_planes(
         )
         val = planes[start : start + n_val]
         return planes[:start] + planes[start + n_val :], val, set()
-    val_groups: set[str] = set()
-    matched: set[str] = set()
-    if val_names is not None:  # named units win; a mixture falls back to the fraction
+    if val_names is None:
+        val_groups, matched = _drawn_val_groups(groups, val_fraction, seed), set()
+    else:  # named units win; in a mixture, names that match nothing here draw instead
         val_groups, matched = _named_val_groups(
             groups, aliases, val_names, where=where, strict=strict, unit=unit
         )
-        no_names = not isinstance(val_names, str) and not list(val_names)
-    if val_names is None or not (val_groups or strict or no_names):
-        val_groups = _drawn_val_groups(groups, val_fraction, seed)
+        no_names = not isinstance(val_names, str) and len(val_names) == 0
+        if not (val_groups or strict or no_names):
+            val_groups = _drawn_val_groups(groups, val_fraction, seed)
     train = [p for p in planes if p.group not in val_groups]
     val = [p for p in planes if p.group in val_groups]
     if not val and val_fraction > 0 and val_names is None:
