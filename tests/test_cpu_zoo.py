@@ -262,6 +262,30 @@ def test_cpu_budget_stops_with_a_checkpoint_and_resume_finishes(folders, tmp_pat
     assert card["training"]["iterations"] == 5 and card["training"]["precision"] == "fp32"
 
 
+def test_a_second_stage_starts_from_a_trained_models_weights(folders, tmp_path, capsys):
+    """--init-weights: a new stage (other patches, fresh schedule) from a trained model's
+    generator; its card keeps the first stage's iterations and learning curve."""
+    gray, _ = folders
+    base = [
+        "train", "--clean", str(gray), "--noise", "gaussian:25", "--architecture", "shuffle",
+        "--loss", "mse", "--batch-size", "2", "--val-every", "2", "--precision", "fp32", "-q",
+    ]  # fmt: skip
+    first = tmp_path / "first"
+    small = ["--arch-config", "features=8,depth=3"]
+    assert main([*base, *small, "-o", str(first), "--iterations", "2", "--patch-size", "32"]) == 0
+    second = tmp_path / "second"
+    argv = [*base, *small, "-o", str(second), "--iterations", "3", "--patch-size", "48"]
+    assert main([*argv, "--init-weights", str(first)]) == 0
+    card = load_model(second).card
+    init = card["training"]["init_weights"]
+    assert init["model"] == str(first) and init["iterations"] == 2
+    assert [c["iteration"] for c in init["learning_curve"]] == [2]
+    assert card["training"]["iterations"] == 3
+    wider = ["--arch-config", "features=16,depth=3", "-o", str(tmp_path / "x")]
+    assert main([*base, *wider, "--iterations", "1", "--init-weights", str(first)]) == 3
+    assert "same network" in capsys.readouterr().err
+
+
 SHIPPED = sorted(
     p.stem
     for p in SHIPPED_DIR.glob("*.json")

@@ -138,6 +138,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "iteration; fresh critic): the WGAN twin after MSE pre-training",
     )
     p.add_argument(
+        "--init-weights",
+        metavar="MODEL",
+        help="start a new stage from a trained model's generator weights (same architecture; "
+        "fresh optimiser, schedule and iteration count): e.g. a larger-patch continuation",
+    )
+    p.add_argument(
         "--cpu-budget",
         type=float,
         metavar="MINUTES",
@@ -174,6 +180,23 @@ def gather_settings(args: argparse.Namespace) -> dict[str, Any]:
     if isinstance(settings.get("critic_clip"), str):
         settings["critic_clip"] = [float(v) for v in settings["critic_clip"].split(",")]
     return check_train_settings(settings, source=args.config)  # names key and expected type
+
+
+def _initial_model(path: str, config: Any) -> Any:
+    """The trained model whose generator weights start this run (``init_weights``), after
+    checking that it is the network the config asks for."""
+    from ..models.model import load_model_file
+
+    model = load_model_file(path)
+    config_of = model.card.get("config", {})
+    wanted = {k: v for k, v in config.arch_config.items()}
+    differs = {k: (config_of.get(k), v) for k, v in wanted.items() if config_of.get(k) != v}
+    if model.architecture != config.architecture or differs:
+        raise ValueError(
+            f"--init-weights {path} is a {model.architecture} {config_of} network but this "
+            f"run asks for {config.architecture} {wanted}; give a model of the same network."
+        )
+    return model
 
 
 def _keep_interrupted(trainer: Any, output: str, card: dict[str, Any], started_at: int) -> int:
@@ -237,6 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     resume = settings.pop("resume", None)
     warm = settings.pop("warm_start", None)
+    init_path = settings.pop("init_weights", None)
     check_writable(checkpoint_dir, "the checkpoint folder")
     config = TrainConfig.from_dict(settings)
     config.validate()
@@ -260,7 +284,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ..training.trainer import Trainer
 
-    trainer = Trainer(config, source, checkpoint_dir=checkpoint_dir)
+    init = _initial_model(init_path, config) if init_path else None
+    trainer = Trainer(config, source, init=init, checkpoint_dir=checkpoint_dir)
+    if init is not None:
+        trainer.initialised_from = {
+            "model": str(init_path),
+            "iterations": init.card.get("training", {}).get("iterations"),
+            "learning_curve": init.card.get("learning_curve", []),
+        }
     if resume:
         trainer.resume(resume)
     elif warm:

@@ -167,6 +167,8 @@ class Trainer:
         self.amp = bool(config.amp) and use_bf16(self.device, config.precision)
         self.cpu_time = 0.0
         self.warm_started: dict[str, Any] | None = None
+        #: Set by whoever passed ``init``: where its weights came from, for the card.
+        self.initialised_from: dict[str, Any] | None = None
 
     # -- checkpoints -------------------------------------------------------------------
     def _parts(self) -> tuple[dict, dict, dict]:
@@ -414,6 +416,7 @@ class Trainer:
                 "cpu_time_s": round(self.cpu_time, 1),
                 "precision": "bf16" if self.amp else "fp32",
                 **({"warm_start": self.warm_started} if self.warm_started else {}),
+                **({"init_weights": self.initialised_from} if self.initialised_from else {}),
                 "torch": torch.__version__,
                 **(
                     {"perceptual": self.perceptual.describe()}
