@@ -392,7 +392,10 @@ def test_denoise_option_errors_are_usage_errors(files, extra, fragment, capsys):
     from napari_wgan_denoise.cli import main
 
     args = ["denoise", str(files / "single.tif"), "-o", str(files / "o"), "--model"]
-    assert main([*args, str(files / "base"), "-q", *extra]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert fragment in err and "Traceback" not in err and len(err.splitlines()) == 1
+    for quiet in (["-q"], []):  # without -q too: a bar drawn before it is wiped
+        assert main([*args, str(files / "base"), *quiet, *extra]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        shown = err.rsplit("\r", 1)[-1]  # what the terminal shows after the last return
+        assert fragment in shown and "Traceback" not in err and len(shown.splitlines()) == 1
+        assert "tile/s" not in shown
     assert not (files / "o" / "single.tif").exists()

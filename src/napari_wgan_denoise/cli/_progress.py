@@ -18,11 +18,18 @@ def progress_bar(
     initial: int = 0,
     wide: bool = False,
 ) -> Any:
-    """A tqdm bar on stderr (disabled when ``quiet``); use it as a context manager.
-    ``wide`` lets it follow the terminal's width (training runs)."""
+    """A tqdm bar on stderr (disabled when ``quiet``); use it as a context manager, which
+    erases the bar when the block fails. ``wide`` lets it follow the terminal's width
+    (training runs)."""
     from tqdm import tqdm
 
-    return tqdm(
+    class _Bar(tqdm):
+        def __exit__(self, kind: Any, *rest: Any) -> Any:
+            if kind is not None:  # a failure: wipe the bar so the message stands alone
+                self.leave = False
+            return super().__exit__(kind, *rest)
+
+    return _Bar(
         total=total,
         desc=desc,
         unit=unit,

@@ -62,9 +62,11 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     targets = [output_path(p, outdir) for p in inputs]
     check_targets(inputs, targets, args.overwrite, hint="pass --overwrite")
-    from ..validation import check_writable
+    from ..validation import check_axes, check_denoise_options, check_writable
 
     check_writable(outdir)  # before any work, not after it
+    check_axes(args.axes)  # option errors before any progress bar is drawn
+    check_denoise_options(tile_size=args.tile_size, overlap=args.overlap)
     options = {
         "axes": args.axes,
         "tile_size": args.tile_size,
