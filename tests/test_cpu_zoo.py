@@ -281,6 +281,11 @@ def test_a_second_stage_starts_from_a_trained_models_weights(folders, tmp_path, 
     assert init["model"] == str(first) and init["iterations"] == 2
     assert [c["iteration"] for c in init["learning_curve"]] == [2]
     assert card["training"]["iterations"] == 3
+    still = tmp_path / "still"  # a vanishing lr keeps the first stage's weights
+    argv = [*base, *small, "-o", str(still), "--iterations", "1", "--lr", "1e-12"]
+    assert main([*argv, "--init-weights", str(first)]) == 0
+    a, b = load_model(first).network.state_dict(), load_model(still).network.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     wider = ["--arch-config", "features=16,depth=3", "-o", str(tmp_path / "x")]
     assert main([*base, *wider, "--iterations", "1", "--init-weights", str(first)]) == 3
     assert "same network" in capsys.readouterr().err

@@ -189,7 +189,7 @@ def _initial_model(path: str, config: Any) -> Any:
 
     model = load_model_file(path)
     config_of = model.card.get("config", {})
-    wanted = {k: v for k, v in config.arch_config.items()}
+    wanted = dict(config.arch_config)
     differs = {k: (config_of.get(k), v) for k, v in wanted.items() if config_of.get(k) != v}
     if model.architecture != config.architecture or differs:
         raise ValueError(
@@ -280,11 +280,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         and not data.get("noise")
     ):
         raise ValueError("--clean alone needs --noise (e.g. gaussian:25) to make noisy inputs.")
+    init = _initial_model(init_path, config) if init_path else None  # before the data
     source = build_source(data, seed=config.seed)
 
     from ..training.trainer import Trainer
 
-    init = _initial_model(init_path, config) if init_path else None
     trainer = Trainer(config, source, init=init, checkpoint_dir=checkpoint_dir)
     if init is not None:
         trainer.initialised_from = {
