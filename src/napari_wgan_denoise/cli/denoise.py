@@ -65,7 +65,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     from ..validation import check_axes, check_denoise_options, check_writable
 
     check_writable(outdir)  # before any work, not after it
-    check_axes(args.axes)  # option errors before any progress bar is drawn
+    check_axes(args.axes)  # option errors before any image is read
     check_denoise_options(tile_size=args.tile_size, overlap=args.overlap)
     options = {
         "axes": args.axes,
