@@ -13,12 +13,16 @@ from scipy import ndimage
 from napari_wgan_denoise import list_models, load_model
 from napari_wgan_denoise.training.finetune import finetune, noise_check
 from napari_wgan_denoise.training.finetune.data import Session, normalise
+from napari_wgan_denoise.training.finetune.noise import stack_noise_model
 from napari_wgan_denoise.training.finetune.selfsupervised import (
     STRUCT_GRID,
     blind_spot_input,
     blind_spot_mask,
+    mc_sure,
     neighbor_subsample,
+    recorrupt,
 )
+from napari_wgan_denoise.training.finetune.strategies import SS_LR
 from napari_wgan_denoise.training.trainer import run_whole
 
 SMALL = dict(iterations=8, batch_size=2, patch_size=32, val_every=4)
@@ -114,7 +118,74 @@ def _noisy_stack(rng, n=5, correlated=False):
     return (clean + noise).astype(np.float32)
 
 
-@pytest.mark.parametrize("ss_loss", ["neighbor2neighbor", "blind-spot"])
+def test_stack_noise_model_measures_poisson_gaussian_noise_from_the_stack_alone():
+    rng = np.random.default_rng(2)
+    clean = _scene((256, 256)) / 255.0  # a piecewise-smooth scene, 0..~0.8
+    gain, offset = 0.01, 4e-4  # var = gain * mean + offset, as the network scale has it
+    planes = [
+        (clean + rng.normal(0, 1, clean.shape) * np.sqrt(gain * clean + offset))[None]
+        for _ in range(3)
+    ]
+    g, o = stack_noise_model([p.astype(np.float32) for p in planes])
+    var_mid, fit_mid = gain * 0.4 + offset, g * 0.4 + o
+    assert abs(fit_mid - var_mid) < 0.2 * var_mid, (g, o)
+    assert abs(g - gain) < 0.3 * gain
+
+
+def test_recorrupted_pairs_have_independent_noise():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.full((4, 1, 64, 64), 0.5)
+    sigma = 0.1
+    noisy = clean + sigma * torch.randn(clean.shape, generator=g)
+    source, target = recorrupt(noisy, (0.0, sigma**2), g, alpha=1.0)
+    a, b = (source - clean).ravel(), (target - clean).ravel()
+    assert abs(float(a.var()) - 2 * sigma**2) < 0.1 * sigma**2  # (1 + alpha^2) sigma^2
+    cov = float(((a - a.mean()) * (b - b.mean())).mean())
+    assert abs(cov) < 0.05 * sigma**2  # no shared noise: a Noise2Noise pair
+
+
+def test_mc_sure_estimates_the_error_against_the_unseen_clean_image():
+    clean = (_scene((256, 256)) / 200.0).astype(np.float32)[None]
+    noisy = (clean + np.random.default_rng(3).normal(0, 0.05, clean.shape)).astype(np.float32)
+    errors = {}
+    for width in (0.5, 1.5, 4.0):
+
+        def blur(x, width=width):
+            return ndimage.gaussian_filter(x, (0, width, width)).astype(np.float32)
+
+        true = float(np.mean((blur(noisy) - clean) ** 2))
+        est = mc_sure(blur, noisy, (0.0, 0.05**2), torch.Generator().manual_seed(0))
+        assert abs(est - true) < 0.25 * true, (width, est, true)
+        errors[width] = est
+    assert min(errors, key=errors.get) == 1.5  # it ranks the filters as the clean image does
+
+
+def test_recorrupted_is_the_default_and_records_its_noise_model(rng):
+    base = load_model("fluo-mse-fast")
+    model = finetune(base, _noisy_stack(rng), mode="self-supervised", save=False, **SMALL)
+    ft = model.card["finetune"]
+    assert not ft["data"]["noise_check"]["correlated"]
+    assert ft["data"]["self_supervised"]["loss"] == "recorrupted"
+    gain, offset = ft["data"]["self_supervised"]["noise_model"]
+    assert gain * 0.5 + offset > 0  # Gaussian noise of sigma 150 on a ~0..5000 scene
+    assert ft["lr"] == SS_LR["recorrupted"]
+    assert model.card["metrics"]["validation_metric"] == "val_sure_mse"
+
+
+def test_correlated_noise_switches_the_default_loss_to_a_structured_blind_spot(rng):
+    model = finetune(
+        load_model("fluo-mse-fast"),
+        _noisy_stack(rng, correlated=True),
+        mode="self-supervised",
+        save=False,
+        **SMALL,
+    )
+    ss = model.card["finetune"]["data"]["self_supervised"]
+    assert ss["loss"] == "blind-spot" and ss["structured"] is True
+    assert model.card["finetune"]["lr"] == SS_LR["blind-spot"]
+
+
+@pytest.mark.parametrize("ss_loss", ["neighbor2neighbor", "blind-spot", "recorrupted"])
 def test_self_supervised_runs_with_noisy_data_only(tiny_gray, rng, ss_loss):
     progress = []
     model = finetune(
@@ -129,7 +200,8 @@ def test_self_supervised_runs_with_noisy_data_only(tiny_gray, rng, ss_loss):
     )
     ft = model.card["finetune"]
     assert ft["data"]["self_supervised"]["loss"] == ss_loss
-    assert model.card["metrics"]["validation_metric"] == "val_ss_loss"
+    metric = "val_sure_mse" if ss_loss == "recorrupted" else "val_ss_loss"
+    assert model.card["metrics"]["validation_metric"] == metric
     assert ft["iterations_run"] == 8 and ft["batch_size"] == 2
     assert "noise_check" in progress[0] and progress[0]["message"].startswith("Noise check")
     timed = [p for p in progress if "eta_s" in p]
@@ -171,6 +243,26 @@ def test_two_stage_surrogate_kinds(tiny_gray, rng, kind):
         tiny_gray, _noisy_stack(rng, n=2), mode="two-stage", surrogates=kind, save=False, **SMALL
     )
     assert model.card["finetune"]["data"]["surrogates"] == kind
+
+
+def test_two_stage_defaults_to_self_supervised_surrogates_and_reports_making_them(rng):
+    progress, cancel = [], threading.Event()
+
+    def on_progress(info):
+        progress.append(info)
+        if "status" in info and info["status"].endswith("20 / 30"):
+            cancel.set()  # closing the widget while the surrogates are made
+
+    kw = dict(mode="two-stage", save=False, cancel=cancel, progress=on_progress)
+    model = finetune(
+        load_model("fluo-mse-fast"), _noisy_stack(rng, n=2), **kw, **SMALL | {"iterations": 30}
+    )
+    ft = model.card["finetune"]
+    assert ft["data"]["surrogates"] == "self-supervised"
+    assert ft["data"]["self_supervised"]["loss"] == "recorrupted"
+    statuses = [p["status"] for p in progress if "status" in p]
+    assert statuses[0].startswith("Making the surrogate targets") and len(statuses) == 2
+    assert ft["stopped"] == "cancelled" and ft["iterations_run"] == 0 and not ft["saved"]
 
 
 # ------------------------------------------------------------------ nothing to save
@@ -229,10 +321,12 @@ def test_cli_self_supervised_writes_only_an_improved_model(tiny_gray, rng, tmp_p
 
 
 def test_iterations_default_per_mode():
-    """Left at None, the length is the mode's default: self-supervised peaks later."""
+    """Left at None, the length is the mode's (and self-supervised loss's) default."""
     from napari_wgan_denoise.training.finetune import FinetuneConfig
     from napari_wgan_denoise.training.finetune.strategies import strategy_for
 
-    assert strategy_for(FinetuneConfig(mode="self-supervised")).config.iterations == 1000
+    assert strategy_for(FinetuneConfig(mode="self-supervised")).config.iterations == 300
+    nb2nb = FinetuneConfig(mode="self-supervised", ss_loss="neighbor2neighbor")
+    assert strategy_for(nb2nb).config.iterations == 1000
     assert strategy_for(FinetuneConfig(mode="paired")).config.iterations == 500
     assert strategy_for(FinetuneConfig(mode="n2n", iterations=7)).config.iterations == 7

@@ -9,21 +9,17 @@ from pathlib import Path
 import numpy as np
 
 from ..training.finetune import MODES
-from ..training.finetune.selfsupervised import SS_LOSSES
-from ..training.finetune.strategies import (
-    DEFAULT_SS_LOSS,
-    DEFAULT_SURROGATES,
-    STRATEGIES,
-    SURROGATES,
-)
+from ..training.finetune.selfsupervised import DEFAULT_SS_LOSS, SS_ITERATIONS, SS_LOSSES
+from ..training.finetune.strategies import DEFAULT_SURROGATES, STRATEGIES, SURROGATES
 from ._command import add_command
 from ._progress import advance_to, progress_bar
 
 FINETUNE_SUMMARY = "fine-tune a model on your own stack"
 FINETUNE_DESCRIPTION = """
 Adapt a model to your data: paired (noisy + clean), two-stage (seed 002, noisy only),
-n2n (repeated frames) or self-supervised (noisy only: Neighbor2Neighbor or blind-spot
-loss). A noise check runs first.
+n2n (repeated frames) or self-supervised (noisy only: recorrupted pairs at the stack's own
+measured noise level by default, or Neighbor2Neighbor or blind-spot loss). A noise check
+runs first; correlated noise switches the default to a structured blind-spot loss.
 """
 
 
@@ -63,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--iterations",
         type=int,
         default=None,
-        help="training iterations (per stage); default: the mode's (500; self-supervised 1000)",
+        help="training iterations (per stage); default: the mode's (500; self-supervised 300, "
+        "1000 with --ss-loss neighbor2neighbor or blind-spot)",
     )
     p.add_argument("--time-budget", type=float, help="stop after this many seconds")
     p.add_argument("--patch-size", type=int, help="default: the mode's (chosen for speed)")
@@ -117,8 +114,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     noisy = read_stack(args.noisy)
     clean = read_stack(args.clean) if args.clean else None
     iterations = args.iterations
-    if iterations is None:  # the mode's default length
+    if iterations is None:  # the mode's (and self-supervised loss's) default length
         iterations = STRATEGIES[args.mode].iterations
+        if args.mode == "self-supervised" and args.ss_loss:
+            iterations = SS_ITERATIONS[args.ss_loss]
     check_training_length(  # before any progress bar appears
         iterations,
         stages=args.stages,
@@ -134,6 +133,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if "noise_check" in info:  # one line, before the first iteration
             if not args.quiet or info["noise_check"]["correlated"]:
                 bar.write(info["message"], file=sys.stderr)
+            return
+        if "status" in info:  # work before the first iteration
+            bar.set_postfix_str(info["status"], refresh=True)
             return
         advance_to(bar, info["iteration"])
         metric = info.get("metric")

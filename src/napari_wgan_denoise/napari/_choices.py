@@ -47,9 +47,10 @@ FINETUNE_MODES: tuple[tuple[str, str, str], ...] = (
     (
         "self-supervised",
         "self-supervised (noisy only)",
-        "Only noisy images, no pairs or repeats: Neighbor2Neighbor sub-sampling (or a "
-        "blind-spot loss) on the noisy images themselves, starting from the base model. "
-        "A noise check runs first. A reference layer adds a critic.",
+        "Only noisy images, no pairs or repeats, starting from the base model: fresh noise "
+        "at the stack's own measured level makes Noise2Noise-like pairs (Recorrupted-to-"
+        "Recorrupted). A noise check runs first; correlated noise switches to a "
+        "structured blind-spot loss. A reference layer adds a critic.",
     ),
 )
 
@@ -59,6 +60,7 @@ METRIC_LABELS: dict[str, tuple[str, bool]] = {
     "val_n2n_mse": ("validation Noise2Noise loss", False),
     "val_mse_to_surrogate": ("validation MSE to the base model's output", False),
     "val_ss_loss": ("validation self-supervised loss", False),
+    "val_sure_mse": ("validation MSE (SURE estimate)", False),
 }
 
 

@@ -18,7 +18,7 @@ from ...models.model import DenoiseModel
 from .config import FinetuneConfig, FinetuneData
 from .data import ArraySource, Session
 from .loop import run_finetune
-from .noise import NoiseReport, noise_check
+from .noise import NoiseReport, noise_check, stack_noise_model
 from .strategies import (
     N2N_REFERENCE_WEIGHT,
     SS_REFERENCE_WEIGHT,
@@ -53,6 +53,7 @@ __all__ = [
     "TwoStage",
     "finetune",
     "noise_check",
+    "stack_noise_model",
     "register_mode",
     "run_finetune",
 ]
@@ -86,10 +87,13 @@ def finetune(
       pairs of different frames are input and target (Noise2Noise), MSE plus an optional
       adversarial term (needs references).
     - ``"self-supervised"``: only ``noisy``, no pairs or repeats: ``ss_loss``
-      ``"neighbor2neighbor"`` (default) or ``"blind-spot"`` (N2V2-style; a structured
-      mask when the noise check finds correlated noise), from the base model; optional
-      adversarial term (``adversarial_weight``, references). Validation: the same loss
-      on the held-out planes / rows with fixed masks (``val_ss_loss``).
+      ``"recorrupted"`` (default: Recorrupted-to-Recorrupted pairs at the stack's own
+      noise level, measured by :func:`stack_noise_model`), ``"neighbor2neighbor"`` or
+      ``"blind-spot"`` (N2V2-style; a structured mask when the noise check finds
+      correlated noise, which also makes it the default then), from the base model;
+      optional adversarial term (``adversarial_weight``, references). Validation: the
+      same loss on the held-out planes / rows with fixed masks / noise
+      (``val_ss_loss``).
 
     Before training a noise check (:func:`noise_check`) measures the neighbour correlation
     of the base model's residual and a variance-vs-mean fit; it is reported in the first

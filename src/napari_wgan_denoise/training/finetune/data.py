@@ -123,6 +123,10 @@ class Session:
         self.references: list[np.ndarray] | None = None
         self.description: dict[str, Any] = {}
         self.device = torch.device("cpu")
+        #: the run's progress callback and cancel event, for work before the first
+        #: iteration (e.g. the self-supervised surrogates of two-stage)
+        self.progress: Any = None
+        self.cancel: Any = None
 
     def set_split(self, train: list[int], val: list[int], band: int) -> None:
         """Record the split (indices into planes, or into ``fields`` for Noise2Noise)."""

@@ -110,24 +110,6 @@ def run_finetune(
     patch_size = int(min(patch_size, s.height, s.width) // 4 * 4)
     if strategy.uses_critic():
         s.references = reference_planes(data.references, model)
-    loss = strategy.loss()
-    cfg = TrainConfig(
-        architecture=model.architecture,
-        arch_config=dict(model.card.get("config") or {}),
-        loss=loss.loss,
-        iterations=max(1, int(config.iterations)) * max(1, int(config.stages)),
-        batch_size=batch_size,
-        patch_size=max(32, patch_size) if loss.loss != "mse" else patch_size,
-        lr=loss.lr,
-        lr_final=loss.lr,
-        lr_drop_at=1.0,
-        alpha=loss.alpha,
-        mse_reduction=loss.reduction,
-        seed=config.seed,
-        device=config.device,
-        checkpoint_every=10**9,
-        val_every=10**9,
-    )
     s.description = {
         "kind": "finetune",
         "mode": config.mode,
@@ -146,6 +128,25 @@ def run_finetune(
     if progress is not None and report is not None:
         progress({"iteration": 0, "total": total_it, "noise_check": report.as_dict(),
                   "message": report.message()})
+    loss = strategy.loss()
+    cfg = TrainConfig(
+        architecture=model.architecture,
+        arch_config=dict(model.card.get("config") or {}),
+        loss=loss.loss,
+        iterations=max(1, int(config.iterations)) * max(1, int(config.stages)),
+        batch_size=batch_size,
+        patch_size=max(32, patch_size) if loss.loss != "mse" else patch_size,
+        lr=loss.lr,
+        lr_final=loss.lr,
+        lr_drop_at=1.0,
+        alpha=loss.alpha,
+        mse_reduction=loss.reduction,
+        seed=config.seed,
+        device=config.device,
+        checkpoint_every=10**9,
+        val_every=10**9,
+    )
+    s.progress, s.cancel = progress, cancel
     targets = strategy.targets(s)
     trainer = Trainer(cfg, strategy.source(s, targets), init=model)
     finetune_mode(trainer.generator)

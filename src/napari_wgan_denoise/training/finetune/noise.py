@@ -131,3 +131,31 @@ def _variance_fit(outs: list[np.ndarray], res: list[np.ndarray]) -> tuple[float,
         gain > 0 and gain * high + offset > 1.5 * max(gain * low + offset, 1e-12)
     )
     return gain, offset, signal_dependent
+
+
+#: Immerkaer's 3x3 high-pass kernel, divided by 6 so that pixel-independent noise of
+#: variance v gives filtered values of variance v.
+_HIGH_PASS = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32) / 6.0
+
+
+def stack_noise_model(planes: list[np.ndarray], *, max_planes: int = 4) -> tuple[float, float]:
+    """``(gain, offset)`` of ``var = gain * mean + offset`` (network scale), measured on
+    the noisy ``planes`` (``(C, H, W)``) alone: Immerkaer's high-pass filter against the
+    5x5 local mean, in 16 quantile bins (for pixel-independent noise; unlike the base's
+    residual, which a base that leaves noise in underestimates)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not planes:
+        raise ValueError("The noise model needs at least one plane.")
+    picks = np.unique(np.linspace(0, len(planes) - 1, min(max_planes, len(planes))).astype(int))
+    kernel = torch.from_numpy(_HIGH_PASS)[None, None]
+    means, highs = [], []
+    for i in picks:
+        y = torch.from_numpy(np.ascontiguousarray(_crop(np.asarray(planes[i], np.float32))))
+        y = y.reshape(-1, 1, *y.shape[-2:])
+        highs.append(F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), kernel).numpy().ravel())
+        pad = F.pad(y, (2, 2, 2, 2), mode="reflect")
+        means.append(F.avg_pool2d(pad, 5, stride=1).numpy().ravel())
+    gain, offset, _ = _variance_fit([np.concatenate(means)], [np.concatenate(highs)])
+    return gain, offset

@@ -12,6 +12,11 @@ Two losses, both computed per batch from the noisy patch itself:
   (structN2V-style, for spatially correlated noise) the whole 3x3 neighbourhood of each
   masked pixel is replaced by the median of the surrounding 5x5 ring, so the network cannot
   read the masked pixel's noise from its correlated neighbours.
+- **Recorrupted-to-Recorrupted** (R2R, Pang et al., CVPR 2021): fresh Gaussian noise ``z``
+  with the stack's own per-pixel variance (the noise check's variance-vs-mean fit) makes
+  a pair ``y + alpha z`` (input) and ``y - z / alpha`` (target) whose noises are
+  independent, so the loss is Noise2Noise's at full resolution, with no masked pixels and
+  no half-size images.
 """
 
 from __future__ import annotations
@@ -26,12 +31,29 @@ import torch.nn.functional as F
 from .data import ArraySource, Session
 
 #: The self-supervised losses by name.
-SS_LOSSES = ("neighbor2neighbor", "blind-spot")
+SS_LOSSES = ("neighbor2neighbor", "blind-spot", "recorrupted")
 #: Weight of the Neighbor2Neighbor regulariser (the paper's gamma).
 NB2NB_GAMMA = 2.0
 #: One masked pixel per GRID x GRID cell (plain) and per STRUCT_GRID x STRUCT_GRID cell
 #: (structured mask, whose 3x3 blocks must not touch).
 GRID, STRUCT_GRID = 4, 6
+#: R2R's recorruption strength (the paper's alpha): the input carries (1 + alpha^2) times
+#: the noise variance, the target (1 + 1 / alpha^2) times. 1.0 measured better than the
+#: paper's 0.5 on held-out FMD (benchmarks.md §8).
+R2R_ALPHA = 1.0
+
+#: The self-supervised loss by default (measured in docs/benchmarks.md §8), and the one
+#: used when the noise check finds correlated noise and the loss was left to it (the
+#: others assume pixel-independent noise).
+DEFAULT_SS_LOSS = "recorrupted"
+CORRELATED_SS_LOSS = "blind-spot"
+#: Learning rate and default length by loss (benchmarks.md §8): recorrupted targets carry
+#: twice the stack's noise and need a 10x smaller step; they peak at ~300 iterations.
+SS_LR = {"recorrupted": 3e-5, "neighbor2neighbor": 3e-4, "blind-spot": 3e-4}
+SS_ITERATIONS = {"recorrupted": 300, "neighbor2neighbor": 1000, "blind-spot": 1000}
+
+#: A noise model on the network scale: ``(gain, offset)`` of ``var = gain * mean + offset``.
+NoiseModel = tuple[float, float]
 
 # the ordered pairs of 4-neighbours inside a 2x2 cell (positions 0 1 / 2 3)
 _PAIRS = torch.tensor([[0, 1], [1, 0], [0, 2], [2, 0], [1, 3], [3, 1], [2, 3], [3, 2]])
@@ -139,12 +161,54 @@ def blind_spot_loss(
     return estimate, ((estimate - noisy) ** 2)[m].mean()
 
 
+def noise_std(noisy: torch.Tensor, noise: NoiseModel) -> torch.Tensor:
+    """Per-pixel noise standard deviation of ``noisy`` ``(B, C, H, W)`` from the noise
+    model, the mean taken as the 3x3 local mean of ``noisy``."""
+    gain, offset = noise
+    mean = F.avg_pool2d(F.pad(noisy, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (gain * mean + offset).clamp_min(max(1e-3 * abs(offset), 1e-10)).sqrt()
+
+
+def recorrupt(
+    noisy: torch.Tensor, noise: NoiseModel, rng: torch.Generator, alpha: float = R2R_ALPHA
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input, target)``: R2R's pair ``y + alpha z``, ``y - z / alpha`` with ``z`` drawn
+    at the noise model's per-pixel variance."""
+    z = torch.randn(noisy.shape, generator=rng).to(noisy.device) * noise_std(noisy, noise)
+    return noisy + alpha * z, noisy - z / alpha
+
+
+def recorrupted_loss(
+    generator: torch.nn.Module,
+    noisy: torch.Tensor,
+    rng: torch.Generator,
+    autocast: Autocast,
+    noise: NoiseModel,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(estimate, loss)``: the R2R loss, the mean squared error of ``G(y + alpha z)``
+    against ``y - z / alpha``."""
+    source, target = recorrupt(noisy, noise, rng)
+    with autocast():
+        estimate = generator(source).float()
+    return estimate, ((estimate - target) ** 2).mean()
+
+
 class SelfSupervisedSource(ArraySource):
     """Noisy patches only; ``objective`` computes the self-supervised loss per batch."""
 
-    def __init__(self, *args: Any, ss_loss: str, structured: bool, seed: int, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        ss_loss: str,
+        structured: bool,
+        seed: int,
+        noise: NoiseModel | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(*args, **kw)
-        self.ss_loss, self.structured = ss_loss, structured
+        if ss_loss == "recorrupted" and noise is None:
+            raise ValueError("The recorrupted loss needs the noise model (gain, offset).")
+        self.ss_loss, self.structured, self.noise = ss_loss, structured, noise
         self.rng = torch.Generator().manual_seed(seed + 1)
 
     def objective(
@@ -157,7 +221,58 @@ class SelfSupervisedSource(ArraySource):
         """The data term of the trainer's generator step (``clean`` is the noisy patch)."""
         if self.ss_loss == "blind-spot":
             return blind_spot_loss(generator, noisy, self.rng, autocast, self.structured)
+        if self.ss_loss == "recorrupted":
+            assert self.noise is not None
+            return recorrupted_loss(generator, noisy, self.rng, autocast, self.noise)
         return neighbor2neighbor_loss(generator, noisy, self.rng, autocast)
+
+
+def mc_sure(
+    run: Callable[[np.ndarray], np.ndarray],
+    noisy: np.ndarray,
+    noise: NoiseModel,
+    rng: torch.Generator,
+) -> float:
+    """Monte-Carlo SURE (Ramani et al. 2008): an unbiased estimate, from the noisy image
+    alone, of the mean squared error of ``run(noisy)`` against the unknown clean image,
+    for pixel-independent Gaussian noise of the model's per-pixel variance. ``run`` maps a
+    ``(C, H, W)`` float32 image to one of the same shape (in fp32: the estimate takes a
+    finite difference)."""
+    y = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))[None]
+    var = (noise_std(y, noise) ** 2)[0].numpy()
+    eps = 1e-3 * max(float(np.abs(noisy).max()), 1e-6)
+    probe = torch.randn(y.shape[1:], generator=rng).numpy()
+    out = run(noisy)
+    shifted = run(np.ascontiguousarray(noisy + eps * probe, dtype=np.float32))
+    divergence = var * probe * (shifted - out) / eps
+    return float(np.mean((out - noisy) ** 2) - np.mean(var) + 2 * np.mean(divergence))
+
+
+def sure_validation(session: Session, noise: NoiseModel) -> float:
+    """The mean Monte-Carlo SURE estimate of the model's MSE on the held-out crops (probes
+    fixed by a seed, so that values from different iterations compare)."""
+    rng = torch.Generator().manual_seed(1234)
+    crops = [np.ascontiguousarray(session.crop_val(session.inputs[i])) for i in session.val]
+    return float(np.mean([mc_sure(session.run_network, y, noise, rng) for y in crops]))
+
+
+def resolve_loss(
+    ss_loss: str | None, structured: bool | None, report: dict[str, Any] | None
+) -> tuple[str, bool]:
+    """``(loss, structured mask)`` for a run: the asked ones, else from the noise check's
+    ``report`` (correlated noise: a structured blind-spot loss), else the defaults."""
+    correlated = bool(report and report["correlated"])
+    loss = ss_loss or (CORRELATED_SS_LOSS if correlated else DEFAULT_SS_LOSS)
+    if loss not in SS_LOSSES:
+        raise ValueError(f"ss_loss must be one of {', '.join(SS_LOSSES)}; got {loss!r}.")
+    return loss, correlated if structured is None else bool(structured)
+
+
+def session_noise_model(session: Session) -> NoiseModel:
+    """The stack's noise model ``(gain, offset)``, measured on its training planes."""
+    from .noise import stack_noise_model
+
+    return stack_noise_model([session.train_view(session.inputs[i]) for i in session.train])
 
 
 def validation_loss(session: Session, ss_loss: str, structured: bool) -> float:
@@ -185,16 +300,20 @@ def validation_loss(session: Session, ss_loss: str, structured: bool) -> float:
 
 def self_supervised_surrogates(session: Session, config: Any) -> list[np.ndarray]:
     """Two-stage surrogates from a short self-supervised fine-tune of the base: train a
-    copy of ``session.model`` for ``config.iterations`` iterations with the default
-    self-supervised loss, then take its flip/rotate-ensemble outputs."""
+    copy of ``session.model`` with the self-supervised loss (``config.ss_loss``, else as
+    :func:`resolve_loss` picks it) for the run's iterations, at most that loss's default
+    length, then take its flip/rotate-ensemble outputs."""
     import copy
 
     from ..trainer import TrainConfig, Trainer
     from .data import finetune_mode
-    from .strategies import DEFAULT_SS_LOSS
 
     model = session.model
     helper = copy.deepcopy(model)
+    ss_loss, structured = resolve_loss(
+        config.ss_loss, config.structured, session.description.get("noise_check")
+    )
+    session.description["self_supervised"] = {"loss": ss_loss, "structured": structured}
     inputs = [session.train_view(session.inputs[i]) for i in session.train]
     source = SelfSupervisedSource(
         inputs,
@@ -202,20 +321,22 @@ def self_supervised_surrogates(session: Session, config: Any) -> list[np.ndarray
         mask=session.mask,
         normalisation=model.normalisation,
         description=session.description,
-        ss_loss=config.ss_loss or DEFAULT_SS_LOSS,
-        structured=bool(config.structured),
+        ss_loss=ss_loss,
+        structured=structured,
         seed=config.seed,
+        noise=session_noise_model(session) if ss_loss == "recorrupted" else None,
     )
     patch = int(min(64, session.height, session.width) // 4 * 4)
+    lr = min(SS_LR[ss_loss], 1e-4)  # at most 1e-4: a gentle fine-tune for surrogates
     cfg = TrainConfig(
         architecture=model.architecture,
         arch_config=dict(model.card.get("config") or {}),
         loss="mse",
-        iterations=max(1, int(config.iterations)),
+        iterations=max(1, min(int(config.iterations), SS_ITERATIONS[ss_loss])),
         batch_size=8,
         patch_size=patch,
-        lr=1e-4,
-        lr_final=1e-4,
+        lr=lr,
+        lr_final=lr,
         lr_drop_at=1.0,
         mse_reduction="mean",
         seed=config.seed,
@@ -225,8 +346,13 @@ def self_supervised_surrogates(session: Session, config: Any) -> list[np.ndarray
     )
     trainer = Trainer(cfg, source, init=helper)
     finetune_mode(trainer.generator)
-    for _ in range(cfg.iterations):
+    for it in range(1, cfg.iterations + 1):
+        if session.cancel is not None and session.cancel.is_set():
+            return list(session.inputs)  # the run stops before its first iteration
         trainer.step()
+        if session.progress is not None and (it % 10 == 0 or it == cfg.iterations):
+            status = f"Making the surrogate targets: self-supervised step {it} / {cfg.iterations}"
+            session.progress({"iteration": 0, "status": status})
     session.model = helper
     try:
         return session.surrogates(ensemble=True)

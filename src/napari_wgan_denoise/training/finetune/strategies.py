@@ -17,16 +17,18 @@ import numpy as np
 from ...metrics import psnr
 from .config import FinetuneConfig
 from .data import Session, split
+from .selfsupervised import DEFAULT_SS_LOSS, SS_ITERATIONS, SS_LR, resolve_loss
 
 #: Weight of the adversarial term in Noise2Noise mode when clean references are given
 #: (the napari widget uses it; the core's default is plain Noise2Noise).
 N2N_REFERENCE_WEIGHT = 1e-3
 #: The same for self-supervised mode.
 SS_REFERENCE_WEIGHT = 1e-3
-#: The self-supervised loss by default (measured in docs/benchmarks.md, issue 15).
-DEFAULT_SS_LOSS = "neighbor2neighbor"
-#: How two-stage makes its surrogate targets by default, and the choices.
-DEFAULT_SURROGATES = "base"
+#: How two-stage makes its surrogate targets by default, and the choices (measured in
+#: docs/benchmarks.md §8: from a recorrupted self-supervised fine-tune, +1.25 / +0.29 dB
+#: on held-out FMD from gray-mse-fast / fluo-wgan-fast, against +0.06 / +0.06 dB from the
+#: base's own outputs).
+DEFAULT_SURROGATES = "self-supervised"
 SURROGATES = ("base", "ensemble", "self-supervised")
 
 
@@ -262,28 +264,37 @@ class SelfSupervised(Strategy):
 
     mode = "self-supervised"
     checks_noise = True
-    iterations = 1000  # it peaks at ~1000-1300 on held-out FMD at lr 3e-4 (benchmarks.md §8)
+    iterations = SS_ITERATIONS[DEFAULT_SS_LOSS]
 
     def __init__(self, config: FinetuneConfig) -> None:
+        # the length left to the loss (recorrupted peaks at ~300 iterations, the others at
+        # ~1000-1300 on held-out FMD: benchmarks.md §8), set again once the noise check
+        # has picked the loss
+        self.default_length = config.iterations is None
+        self.ss_loss, self.structured = resolve_loss(config.ss_loss, config.structured, None)
+        if self.default_length:
+            config.iterations = SS_ITERATIONS[self.ss_loss]
         super().__init__(config)
-        from .selfsupervised import SS_LOSSES
-
-        self.ss_loss = config.ss_loss or DEFAULT_SS_LOSS
-        if self.ss_loss not in SS_LOSSES:
-            raise ValueError(
-                f"ss_loss must be one of {', '.join(SS_LOSSES)}; got {self.ss_loss!r}."
-            )
-        self.structured = bool(config.structured)
+        self.noise: tuple[float, float] | None = None
 
     def prepare(self, session: Session) -> None:
-        """A structured blind-spot mask when the noise check found correlated noise (and
-        ``structured`` was left to it)."""
+        """The loss and mask for the noise check's finding (correlated noise: a
+        structured blind-spot loss, where they were left to it), and the stack's noise
+        model for the recorrupted loss."""
         report = session.description.get("noise_check")
-        if self.config.structured is None and report:
-            self.structured = bool(report["correlated"])
+        self.ss_loss, self.structured = resolve_loss(
+            self.config.ss_loss, self.config.structured, report
+        )
+        if self.default_length:
+            self.config.iterations = SS_ITERATIONS[self.ss_loss]
+        if self.ss_loss == "recorrupted":
+            from .selfsupervised import session_noise_model
+
+            self.noise = session_noise_model(session)
         session.description["self_supervised"] = {
             "loss": self.ss_loss,
             "structured": self.structured if self.ss_loss == "blind-spot" else None,
+            "noise_model": list(self.noise) if self.noise else None,
         }
 
     def uses_critic(self) -> bool:
@@ -291,12 +302,11 @@ class SelfSupervised(Strategy):
         return bool(self.config.adversarial_weight)
 
     def loss(self) -> LossSettings:
-        """Per-pixel mean of the self-supervised loss, plus the critic when weighted;
-        lr 3e-4 (measured on held-out FMD: +0.66 / +0.96 dB from gray-mse-fast /
-        fluo-wgan-fast in 1000 iterations, against -0.14 / +0.42 dB at 1e-4 in 300 and
-        +0.02 dB at 1e-3)."""
+        """Per-pixel mean of the self-supervised loss, plus the critic when weighted; the
+        loss's learning rate (:data:`SS_LR`, measured on held-out FMD)."""
         alpha = self.config.adversarial_weight or 0.0
-        return LossSettings("wgan" if alpha > 0 else "mse", "mean", alpha, self.config.lr or 3e-4)
+        lr = self.config.lr or SS_LR[self.ss_loss]
+        return LossSettings("wgan" if alpha > 0 else "mse", "mean", alpha, lr)
 
     def targets(self, session: Session) -> list[np.ndarray] | None:
         """No targets: the loss is made from the noisy patches."""
@@ -317,14 +327,20 @@ class SelfSupervised(Strategy):
             ss_loss=self.ss_loss,
             structured=self.structured,
             seed=self.config.seed,
+            noise=self.noise,
         )
 
     def validate(self, session: Session, targets: list[np.ndarray] | None) -> tuple[str, float]:
-        """PSNR against clean data where given, else the self-supervised loss on the
-        held-out planes (or rows), with fixed masks."""
+        """PSNR against clean data where given; else, for the recorrupted loss, the
+        Monte-Carlo SURE estimate of the MSE (an estimate of the held-out error itself,
+        which the recorrupted loss on noisier inputs is not), and for the others their
+        loss on the held-out planes (or rows), with fixed masks."""
         if session.targets is not None:
             return super().validate(session, targets)
-        from .selfsupervised import validation_loss
+        from .selfsupervised import sure_validation, validation_loss
+
+        if self.noise is not None:
+            return "val_sure_mse", sure_validation(session, self.noise)
 
         return "val_ss_loss", validation_loss(session, self.ss_loss, self.structured)
 
