@@ -329,4 +329,5 @@ def test_iterations_default_per_mode():
     nb2nb = FinetuneConfig(mode="self-supervised", ss_loss="neighbor2neighbor")
     assert strategy_for(nb2nb).config.iterations == 1000
     assert strategy_for(FinetuneConfig(mode="paired")).config.iterations == 500
+    assert strategy_for(FinetuneConfig(mode="two-stage")).config.iterations == 300
     assert strategy_for(FinetuneConfig(mode="n2n", iterations=7)).config.iterations == 7

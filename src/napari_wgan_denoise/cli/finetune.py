@@ -59,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--iterations",
         type=int,
         default=None,
-        help="training iterations (per stage); default: the mode's (500; self-supervised 300, "
-        "1000 with --ss-loss neighbor2neighbor or blind-spot)",
+        help="training iterations (per stage); default: the mode's (500; self-supervised and "
+        "two-stage 300; self-supervised with --ss-loss neighbor2neighbor or blind-spot 1000)",
     )
     p.add_argument("--time-budget", type=float, help="stop after this many seconds")
     p.add_argument("--patch-size", type=int, help="default: the mode's (chosen for speed)")

@@ -14,7 +14,7 @@ class FinetuneConfig:
     """How to fine-tune: the mode and the training, stopping and saving settings.
 
     ``iterations`` is per stage (two-stage mode with ``stages > 1`` runs
-    ``iterations * stages``; None takes the mode's default: 500, self-supervised 1000);
+    ``iterations * stages``; None takes the mode's default: 500, self-supervised and two-stage 300);
     ``time_budget`` (seconds) and cancelling end a run early with the best weights so far.
     ``lr`` and ``adversarial_weight`` default per mode (see the strategies). ``axis`` is
     the frames axis of Noise2Noise, ``axes`` the data's axis letters (e.g. ``"TZYX"``)

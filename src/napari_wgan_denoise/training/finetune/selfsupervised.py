@@ -326,14 +326,15 @@ def self_supervised_surrogates(session: Session, config: Any) -> list[np.ndarray
         seed=config.seed,
         noise=session_noise_model(session) if ss_loss == "recorrupted" else None,
     )
-    patch = int(min(64, session.height, session.width) // 4 * 4)
+    # the self-supervised mode's sizes, unless the run's were given
+    patch = int(min(config.patch_size or 64, session.height, session.width) // 4 * 4)
     lr = min(SS_LR[ss_loss], 1e-4)  # at most 1e-4: a gentle fine-tune for surrogates
     cfg = TrainConfig(
         architecture=model.architecture,
         arch_config=dict(model.card.get("config") or {}),
         loss="mse",
         iterations=max(1, min(int(config.iterations), SS_ITERATIONS[ss_loss])),
-        batch_size=8,
+        batch_size=config.batch_size or 8,
         patch_size=patch,
         lr=lr,
         lr_final=lr,
