@@ -60,16 +60,23 @@ def test_blind_spot_hides_the_masked_pixels(structured):
     mask = blind_spot_mask(tuple(x.shape), g, structured=structured)
     grid = STRUCT_GRID if structured else 4
     assert int(mask.sum()) == 2 * (36 // grid) ** 2  # one pixel per cell
+    hidden = mask
+    if structured:  # the whole 3x3 block around each masked pixel is hidden
+        hidden = torch.nn.functional.max_pool2d(mask.float(), 3, stride=1, padding=1) > 0
     spiked = x.clone()
-    spiked[mask] = 100.0  # what the network must not see
-    masked = blind_spot_input(spiked, mask, structured)
-    assert float(masked[mask].max()) < 2.0  # replaced by (a median of) neighbours
-    if structured:  # the 3x3 neighbours are replaced too, with values from outside them
-        near = torch.nn.functional.max_pool2d(mask.float(), 3, stride=1, padding=1) > 0
-        assert not torch.equal(masked[near & ~mask], spiked[near & ~mask])
-    if not structured:  # every other pixel is left as it was
-        keep = ~mask.expand_as(x)
-        assert torch.equal(masked[keep], spiked[keep])
+    spiked[hidden] = 100.0  # what the network must not see
+    masked = blind_spot_input(spiked, mask, structured, g)
+    assert float(masked[hidden].max()) < 2.0  # replaced by (a median of) neighbours
+    if structured:  # random pixels of the ring (Chebyshev distance 2): the block is not flat
+        assert float(masked[hidden].std()) > 0.1
+        pos = torch.arange(36 * 36, dtype=torch.float32).reshape(1, 1, 36, 36)
+        drawn = blind_spot_input(pos, mask[:1], True, g)
+        for cy, cx in mask[0, 0].nonzero().tolist():
+            for v in drawn[0, 0, cy - 1 : cy + 2, cx - 1 : cx + 2].flatten().tolist():
+                py, px = divmod(int(v), 36)
+                assert max(abs(py - cy), abs(px - cx)) == 2
+    keep = ~hidden.expand_as(x)  # every other pixel is left as it was
+    assert torch.equal(masked[keep], spiked[keep])
 
 
 # ------------------------------------------------------------------ the noise check

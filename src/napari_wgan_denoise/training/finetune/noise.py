@@ -61,7 +61,9 @@ class NoiseReport:
         advice = (
             "the stack has repeats: Noise2Noise (n2n) is the better mode"
             if self.repeats
-            else "blind-spot training uses a structured mask"
+            else "self-supervised training uses a structured blind-spot mask, which can "
+            "still lower a model that already handles such noise: compare the result "
+            "with the base model"
         )
         return (
             f"Noise check: the noise is spatially correlated (neighbour correlation "

@@ -87,11 +87,13 @@ def blind_spot_mask(
     shape: tuple[int, ...], generator: torch.Generator, *, structured: bool = False
 ) -> torch.Tensor:
     """A boolean ``(B, 1, H, W)`` mask with one random pixel per grid cell (cells of
-    ``STRUCT_GRID`` for a structured mask, kept a pixel from the cell's edge)."""
+    ``STRUCT_GRID`` for a structured mask, kept two pixels from the cell's edge, so that
+    the 5x5 window around it, its 3x3 block and the ring the block is refilled from, lies
+    inside the cell: no other block and no mirrored border pixel)."""
     b, _, h, w = shape
     grid = STRUCT_GRID if structured else GRID
     gh, gw = h // grid, w // grid
-    lo, span = (1, grid - 2) if structured else (0, grid)
+    lo, span = (2, grid - 4) if structured else (0, grid)
     dy = torch.randint(0, span, (b, gh, gw), generator=generator) + lo
     dx = torch.randint(0, span, (b, gh, gw), generator=generator) + lo
     ys = (torch.arange(gh)[None, :, None] * grid + dy).reshape(b, -1)
@@ -112,13 +114,36 @@ def _neighbourhood_median(x: torch.Tensor, structured: bool) -> torch.Tensor:
     return patches[:, :, keep].median(dim=2).values
 
 
-def blind_spot_input(x: torch.Tensor, mask: torch.Tensor, structured: bool) -> torch.Tensor:
-    """``x`` with the masked pixels (and, structured, their 3x3 neighbours) replaced."""
-    replaced = _neighbourhood_median(x, structured)
-    cover = mask
+#: The 16 positions of a 5x5 window outside its central 3x3 (the structured mask's ring).
+_RING = torch.tensor([k for k in range(25) if k not in {6, 7, 8, 11, 12, 13, 16, 17, 18}])
+
+
+def _structured_input(x: torch.Tensor, mask: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """``x`` with the 3x3 block around each masked pixel replaced by pixels drawn at random
+    from the 5x5 ring around the masked pixel (outside the block), each block pixel its own
+    draw: the network sees noise-like values there that carry none of the block's noise."""
+    b, c, h, w = x.shape
+    patches = F.unfold(F.pad(x, (2, 2, 2, 2), mode="reflect"), 5).reshape(b, c, 25, h, w)
+    out = x.clone()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            pick = _RING[torch.randint(0, len(_RING), (b, 1, 1, h, w), generator=rng)]
+            drawn = patches.gather(2, pick.expand(b, c, 1, h, w).to(x.device))[:, :, 0]
+            moved = torch.roll(drawn, shifts=(dy, dx), dims=(2, 3))
+            cover = torch.roll(mask, shifts=(dy, dx), dims=(2, 3)).expand_as(x)
+            out = torch.where(cover, moved, out)
+    return out
+
+
+def blind_spot_input(
+    x: torch.Tensor, mask: torch.Tensor, structured: bool, rng: torch.Generator | None = None
+) -> torch.Tensor:
+    """``x`` with the masked pixels replaced: by the median of their 5x5 neighbourhood
+    (N2V2), or, structured, with their whole 3x3 block replaced by random pixels of the ring
+    around it (:func:`_structured_input`; ``rng`` seeds the draws)."""
     if structured:
-        cover = F.max_pool2d(mask.float(), 3, stride=1, padding=1) > 0
-    return torch.where(cover.expand_as(x), replaced, x)
+        return _structured_input(x, mask, rng or torch.Generator().manual_seed(0))
+    return torch.where(mask.expand_as(x), _neighbourhood_median(x, False), x)
 
 
 Autocast = Callable[[], Any]
@@ -156,7 +181,7 @@ def blind_spot_loss(
     of ``G(masked noisy)`` against the noisy values)."""
     mask = blind_spot_mask(tuple(noisy.shape), rng, structured=structured).to(noisy.device)
     with autocast():
-        estimate = generator(blind_spot_input(noisy, mask, structured)).float()
+        estimate = generator(blind_spot_input(noisy, mask, structured, rng)).float()
     m = mask.expand_as(noisy)
     return estimate, ((estimate - noisy) ** 2)[m].mean()
 
@@ -286,7 +311,7 @@ def validation_loss(session: Session, ss_loss: str, structured: bool) -> float:
         y = y[..., : h // 4 * 4, : w // 4 * 4]
         if ss_loss == "blind-spot":
             mask = blind_spot_mask(tuple(y.shape), rng, structured=structured)
-            masked = blind_spot_input(y, mask, structured)[0].numpy()
+            masked = blind_spot_input(y, mask, structured, rng)[0].numpy()
             out = torch.from_numpy(session.run_network(masked))
             values.append(float(((out[None] - y) ** 2)[mask.expand_as(y)].mean()))
         else:
