@@ -1,6 +1,6 @@
 """Self-supervised fine-tuning from nothing but the noisy stack (issue 15).
 
-Two losses, both computed per batch from the noisy patch itself:
+Three losses, each computed per batch from the noisy patch itself (the default, R2R, last):
 
 - **Neighbor2Neighbor** (Huang et al., CVPR 2021): a random neighbour sub-sampler splits
   every 2x2 cell of the noisy patch ``y`` into two half-size images ``g1(y)``, ``g2(y)``
@@ -10,10 +10,10 @@ Two losses, both computed per batch from the noisy patch itself:
   ``grid x grid`` cell is replaced by the median of its 5x5 neighbourhood (N2V2's median
   replacement) and the loss is taken on those pixels only. With ``structured=True``
   (structN2V-style, for spatially correlated noise) the whole 3x3 neighbourhood of each
-  masked pixel is replaced by the median of the surrounding 5x5 ring, so the network cannot
-  read the masked pixel's noise from its correlated neighbours.
+  masked pixel is refilled with pixels drawn at random from the 5x5 ring around it, so
+  the network cannot read the masked pixel's noise from its correlated neighbours.
 - **Recorrupted-to-Recorrupted** (R2R, Pang et al., CVPR 2021): fresh Gaussian noise ``z``
-  with the stack's own per-pixel variance (the noise check's variance-vs-mean fit) makes
+  with the stack's own per-pixel variance (:func:`.noise.stack_noise_model`) makes
   a pair ``y + alpha z`` (input) and ``y - z / alpha`` (target) whose noises are
   independent, so the loss is Noise2Noise's at full resolution, with no masked pixels and
   no half-size images.
@@ -103,15 +103,12 @@ def blind_spot_mask(
     return mask
 
 
-def _neighbourhood_median(x: torch.Tensor, structured: bool) -> torch.Tensor:
-    """Per pixel, the median of its 5x5 neighbourhood without the centre (or, structured,
-    without the central 3x3)."""
+def _neighbourhood_median(x: torch.Tensor) -> torch.Tensor:
+    """Per pixel, the median of its 5x5 neighbourhood without the centre."""
     b, c, h, w = x.shape
     pad = F.pad(x, (2, 2, 2, 2), mode="reflect")
     patches = F.unfold(pad, 5).reshape(b, c, 25, h, w)
-    inner = {6, 7, 8, 11, 12, 13, 16, 17, 18} if structured else {12}
-    keep = [k for k in range(25) if k not in inner]
-    return patches[:, :, keep].median(dim=2).values
+    return patches[:, :, [k for k in range(25) if k != 12]].median(dim=2).values
 
 
 #: The 16 positions of a 5x5 window outside its central 3x3 (the structured mask's ring).
@@ -143,7 +140,7 @@ def blind_spot_input(
     around it (:func:`_structured_input`; ``rng`` seeds the draws)."""
     if structured:
         return _structured_input(x, mask, rng or torch.Generator().manual_seed(0))
-    return torch.where(mask.expand_as(x), _neighbourhood_median(x, False), x)
+    return torch.where(mask.expand_as(x), _neighbourhood_median(x), x)
 
 
 Autocast = Callable[[], Any]
