@@ -72,3 +72,22 @@ def test_self_supervised_run_shows_noise_check_and_time_left(
     else:
         assert "nothing was saved" in widget.result_label.text()
         assert widget.last_model is None
+
+
+def test_the_self_supervised_loss_is_picked_in_the_advanced_options(
+    make_napari_viewer, tiny_gray, rng
+):
+    save_user_model(tiny_gray, "tiny-mse", modality="fluo")
+    viewer = make_napari_viewer()
+    viewer.add_image(_stack(rng), name="noisy")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune on this stack")
+    assert widget.base_picker.set_value("tiny-mse")
+    widget.set_mode("paired")
+    assert not widget.ss_loss_picker.isEnabled()  # no self-supervised part in paired mode
+    widget.set_mode("self-supervised")
+    assert widget.ss_loss_picker.isEnabled()
+    assert widget.make_job().options["ss_loss"] is None  # automatic: the core decides
+    widget.ss_loss_picker.setCurrentIndex(widget.ss_loss_picker.findData("neighbor2neighbor"))
+    assert widget.make_job().options["ss_loss"] == "neighbor2neighbor"
+    widget.set_mode("two-stage")  # its surrogates come from a self-supervised fine-tune
+    assert widget.make_job().options["ss_loss"] == "neighbor2neighbor"

@@ -191,6 +191,7 @@ class FinetuneWidget(RunnerWidget):
             label.setText(text)
         self.clean_picker.setToolTip(tip)
         self.axis_picker.setEnabled(mode == "n2n")
+        self.ss_loss_picker.setEnabled(mode in ("self-supervised", "two-stage"))
         self.mode_picker.setToolTip(next(t for m, _, t in FINETUNE_MODES if m == mode))
         self.update_run_state()
 
@@ -247,6 +248,8 @@ class FinetuneWidget(RunnerWidget):
             "preview_every": max(self.preview_every.value(), 1),
             "adversarial_weight": REFERENCE_WEIGHTS.get(mode) if other else None,
         }
+        if mode in ("self-supervised", "two-stage"):
+            options["ss_loss"] = self.ss_loss_picker.currentData()
         name = self.save_as.text().strip()
         job = prepare_finetune(
             layer,

@@ -38,6 +38,20 @@ CLEAN_LABELS: dict[str, tuple[str, str]] = {
     ),
 }
 
+#: The self-supervised loss choices: (label, core name; None lets the noise check pick).
+SS_LOSS_CHOICES: tuple[tuple[str, str | None], ...] = (
+    ("automatic", None),
+    ("recorrupted pairs (R2R)", "recorrupted"),
+    ("Neighbor2Neighbor", "neighbor2neighbor"),
+    ("blind-spot", "blind-spot"),
+)
+SS_LOSS_TIP = (
+    "Self-supervised mode (and two-stage's surrogate targets): automatic is recorrupted "
+    "pairs at the stack's measured noise level, or a structured blind-spot loss when the "
+    "noise check finds correlated noise. Neighbor2Neighbor and blind-spot peak later "
+    "(about 1000 iterations)."
+)
+
 #: Default length of a run: the iterations and the time limit (minutes; <= 3 minutes on
 #: 2 cores at every mode's defaults, see docs/benchmarks.md).
 DEFAULT_ITERATIONS, DEFAULT_MINUTES = 500, 3.0
@@ -51,7 +65,7 @@ def clean_label(mode: str) -> tuple[str, str]:
 def build_form(widget: Any) -> None:
     """Make the fine-tuning controls as attributes of ``widget`` and add them to its form:
     image, mode, clean / reference, frames axis, ROI, base model, iterations, time limit,
-    preview interval and the new model's name."""
+    preview interval, self-supervised loss and the new model's name."""
     viewer = widget.viewer
     widget.layer_picker = LayerPicker(viewer, parent=widget)
     widget.mode_picker = ChoiceBox(widget)
@@ -83,6 +97,9 @@ def build_form(widget: Any) -> None:
     widget.preview_every.setSuffix(" iterations")
     widget.iterations.valueChanged.connect(lambda n: _follow_iterations(widget, n))
     widget._iterations_shown = DEFAULT_ITERATIONS
+    widget.ss_loss_picker = ChoiceBox(widget)
+    for label, value in SS_LOSS_CHOICES:
+        widget.ss_loss_picker.addItem(label, value)
     widget.save_as = QLineEdit(widget)
     widget.save_as.setPlaceholderText("automatic: <base>-ft-<mode>-<n>")
 
@@ -130,6 +147,7 @@ def build_form(widget: Any) -> None:
         "Refresh the '<image> [fine-tune preview]' layer (the current slice denoised "
         "with the model being trained) this often; by default every 10 % of the run.",
     )
+    add_row(form, "Self-supervised loss:", widget.ss_loss_picker, SS_LOSS_TIP)
 
 
 def _follow_iterations(widget: Any, iterations: int) -> None:
