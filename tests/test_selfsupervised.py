@@ -15,6 +15,8 @@ from napari_wgan_denoise.training.finetune import finetune, noise_check
 from napari_wgan_denoise.training.finetune.data import Session, normalise
 from napari_wgan_denoise.training.finetune.noise import stack_noise_model
 from napari_wgan_denoise.training.finetune.selfsupervised import (
+    SS_ITERATIONS,
+    SS_LR,
     STRUCT_GRID,
     blind_spot_input,
     blind_spot_mask,
@@ -22,7 +24,6 @@ from napari_wgan_denoise.training.finetune.selfsupervised import (
     neighbor_subsample,
     recorrupt,
 )
-from napari_wgan_denoise.training.finetune.strategies import SS_LR
 from napari_wgan_denoise.training.trainer import run_whole
 
 SMALL = dict(iterations=8, batch_size=2, patch_size=32, val_every=4)
@@ -190,6 +191,22 @@ def test_correlated_noise_switches_the_default_loss_to_a_structured_blind_spot(r
     ss = model.card["finetune"]["data"]["self_supervised"]
     assert ss["loss"] == "blind-spot" and ss["structured"] is True
     assert model.card["finetune"]["lr"] == SS_LR["blind-spot"]
+
+
+def test_the_default_length_follows_the_loss_the_noise_check_picked(rng):
+    progress = []
+    model = finetune(
+        load_model("fluo-mse-fast"),
+        _noisy_stack(rng, correlated=True),
+        mode="self-supervised",
+        save=False,
+        progress=progress.append,
+        time_budget=1.0,  # the length is what is checked, not the run
+        **{k: v for k, v in SMALL.items() if k != "iterations"},
+    )
+    assert model.card["finetune"]["data"]["self_supervised"]["loss"] == "blind-spot"
+    assert progress[0]["total"] == SS_ITERATIONS["blind-spot"]  # the noise-check report
+    assert model.card["finetune"]["iterations_asked"] == SS_ITERATIONS["blind-spot"]
 
 
 @pytest.mark.parametrize("ss_loss", ["neighbor2neighbor", "blind-spot", "recorrupted"])

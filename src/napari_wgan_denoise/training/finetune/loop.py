@@ -120,11 +120,11 @@ def run_finetune(
         "noise": {"type": "user data", "mode": config.mode},
     }
     report = None
-    total_it = max(1, int(config.iterations)) * max(1, int(config.stages))
     if config.noise_check and strategy.checks_noise:
         report = noise_check(s.inputs, s.run_network)
         s.description["noise_check"] = report.as_dict()
-    strategy.prepare(s)
+    strategy.prepare(s)  # may set the length (self-supervised: the loss the check picked)
+    total_it = max(1, int(config.iterations)) * max(1, int(config.stages))
     if progress is not None and report is not None:
         progress({"iteration": 0, "total": total_it, "noise_check": report.as_dict(),
                   "message": report.message()})
@@ -133,7 +133,7 @@ def run_finetune(
         architecture=model.architecture,
         arch_config=dict(model.card.get("config") or {}),
         loss=loss.loss,
-        iterations=max(1, int(config.iterations)) * max(1, int(config.stages)),
+        iterations=total_it,
         batch_size=batch_size,
         patch_size=max(32, patch_size) if loss.loss != "mse" else patch_size,
         lr=loss.lr,
