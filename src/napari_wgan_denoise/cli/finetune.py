@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..training.finetune import MODES
-from ..training.finetune.selfsupervised import DEFAULT_SS_LOSS, SS_ITERATIONS, SS_LOSSES
-from ..training.finetune.strategies import DEFAULT_SURROGATES, STRATEGIES, SURROGATES
+from ..training.finetune.selfsupervised import DEFAULT_SS_LOSS, SS_LOSSES
+from ..training.finetune.strategies import DEFAULT_SURROGATES, SURROGATES, strategy_for
 from ._command import add_command
 from ._progress import advance_to, progress_bar
 
@@ -115,9 +115,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     clean = read_stack(args.clean) if args.clean else None
     iterations = args.iterations
     if iterations is None:  # the mode's (and self-supervised loss's) default length
-        iterations = STRATEGIES[args.mode].iterations
-        if args.mode == "self-supervised" and args.ss_loss:
-            iterations = SS_ITERATIONS[args.ss_loss]
+        asked = FinetuneConfig(mode=args.mode, ss_loss=args.ss_loss)
+        iterations = strategy_for(asked).config.iterations
     check_training_length(  # before any progress bar appears
         iterations,
         stages=args.stages,

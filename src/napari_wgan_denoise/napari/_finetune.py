@@ -39,7 +39,7 @@ from ._choices import (
     format_metric,
     unique_model_name,
 )
-from ._finetune_form import build_form, clean_label
+from ._finetune_form import SS_LOSS_MODES, build_form, clean_label
 from ._finetune_run import run_finetune
 from ._jobs import FinetuneJob, check_model_name, prepare_finetune, prepare_job
 from ._loss_plot import LossPlot
@@ -191,7 +191,7 @@ class FinetuneWidget(RunnerWidget):
             label.setText(text)
         self.clean_picker.setToolTip(tip)
         self.axis_picker.setEnabled(mode == "n2n")
-        self.ss_loss_picker.setEnabled(mode in ("self-supervised", "two-stage"))
+        self.ss_loss_picker.setEnabled(mode in SS_LOSS_MODES)
         self.mode_picker.setToolTip(next(t for m, _, t in FINETUNE_MODES if m == mode))
         self.update_run_state()
 
@@ -248,7 +248,7 @@ class FinetuneWidget(RunnerWidget):
             "preview_every": max(self.preview_every.value(), 1),
             "adversarial_weight": REFERENCE_WEIGHTS.get(mode) if other else None,
         }
-        if mode in ("self-supervised", "two-stage"):
+        if mode in SS_LOSS_MODES:
             options["ss_loss"] = self.ss_loss_picker.currentData()
         name = self.save_as.text().strip()
         job = prepare_finetune(

@@ -38,6 +38,8 @@ CLEAN_LABELS: dict[str, tuple[str, str]] = {
     ),
 }
 
+#: The modes that train with a self-supervised loss (two-stage: for its surrogates).
+SS_LOSS_MODES = ("self-supervised", "two-stage")
 #: The self-supervised loss choices: (label, core name; None lets the noise check pick).
 SS_LOSS_CHOICES: tuple[tuple[str, str | None], ...] = (
     ("automatic", None),

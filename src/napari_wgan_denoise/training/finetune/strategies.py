@@ -17,7 +17,17 @@ import numpy as np
 from ...metrics import psnr
 from .config import FinetuneConfig
 from .data import Session, split
-from .selfsupervised import DEFAULT_SS_LOSS, SS_ITERATIONS, SS_LR, resolve_loss
+from .selfsupervised import (
+    DEFAULT_SS_LOSS,
+    SS_ITERATIONS,
+    SS_LR,
+    SelfSupervisedSource,
+    resolve_loss,
+    self_supervised_surrogates,
+    session_noise_model,
+    sure_validation,
+    validation_loss,
+)
 
 #: Weight of the adversarial term in Noise2Noise mode when clean references are given
 #: (the napari widget uses it; the core's default is plain Noise2Noise).
@@ -182,8 +192,6 @@ class TwoStage(Strategy):
         kind = self.surrogate_kind()
         session.description["surrogates"] = kind
         if kind == "self-supervised":
-            from .selfsupervised import self_supervised_surrogates
-
             return self_supervised_surrogates(session, self.config)
         return session.surrogates(ensemble=kind == "ensemble")
 
@@ -291,8 +299,6 @@ class SelfSupervised(Strategy):
         if self.default_length:
             self.config.iterations = SS_ITERATIONS[self.ss_loss]
         if self.ss_loss == "recorrupted":
-            from .selfsupervised import session_noise_model
-
             self.noise = session_noise_model(session)
         session.description["self_supervised"] = {
             "loss": self.ss_loss,
@@ -317,8 +323,6 @@ class SelfSupervised(Strategy):
 
     def source(self, session: Session, targets: list[np.ndarray] | None) -> Any:
         """Noisy training patches whose ``objective`` is the self-supervised loss."""
-        from .selfsupervised import SelfSupervisedSource
-
         inputs = [session.train_view(session.inputs[i]) for i in session.train]
         return SelfSupervisedSource(
             inputs,
@@ -340,11 +344,8 @@ class SelfSupervised(Strategy):
         loss on the held-out planes (or rows), with fixed masks."""
         if session.targets is not None:
             return super().validate(session, targets)
-        from .selfsupervised import sure_validation, validation_loss
-
         if self.noise is not None:
             return "val_sure_mse", sure_validation(session, self.noise)
-
         return "val_ss_loss", validation_loss(session, self.ss_loss, self.structured)
 
 
