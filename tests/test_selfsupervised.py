@@ -344,6 +344,26 @@ def test_cli_self_supervised_writes_only_an_improved_model(tiny_gray, rng, tmp_p
         assert "nothing saved" in err
 
 
+def test_cli_default_length_follows_the_loss_the_noise_check_picked(rng, tmp_path, capsys):
+    """Without --iterations the CLI runs as long as the API does: the blind-spot loss's
+    length when the noise check switches to it (not the recorrupted loss's 300)."""
+    import tifffile
+
+    from napari_wgan_denoise.cli import main
+
+    tifffile.imwrite(tmp_path / "noisy.tif", _noisy_stack(rng, correlated=True))
+    argv = ["finetune", "--model", "fluo-mse-fast", "--noisy", str(tmp_path / "noisy.tif")]
+    argv += ["--mode", "self-supervised", "--time-budget", "1", "--batch-size", "2"]
+    argv += ["--patch-size", "32", "-o", str(tmp_path / "ft")]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert "correlated" in err.lower()
+    assert f"/{SS_ITERATIONS['blind-spot']}" in err  # the progress bar's total
+    if rc == 0:
+        ft = load_model(tmp_path / "ft").card["finetune"]
+        assert ft["iterations_asked"] == SS_ITERATIONS["blind-spot"]
+
+
 def test_iterations_default_per_mode():
     """Left at None, the length is the mode's (and self-supervised loss's) default."""
     from napari_wgan_denoise.training.finetune import FinetuneConfig

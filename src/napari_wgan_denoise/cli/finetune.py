@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="training iterations (per stage); default: the mode's (500; self-supervised and "
-        "two-stage 300; self-supervised with --ss-loss neighbor2neighbor or blind-spot 1000)",
+        "two-stage 300; self-supervised with --ss-loss neighbor2neighbor or blind-spot, or "
+        "when the noise check switches it to the blind-spot loss, 1000)",
     )
     p.add_argument("--time-budget", type=float, help="stop after this many seconds")
     p.add_argument("--patch-size", type=int, help="default: the mode's (chosen for speed)")
@@ -129,6 +130,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     )
 
     def progress(info: dict) -> None:
+        if info.get("total") and info["total"] != bar.total:  # the run's own length
+            bar.total = info["total"]  # (a default the noise check changed)
+            bar.refresh()
         if "noise_check" in info:  # one line, before the first iteration
             if not args.quiet or info["noise_check"]["correlated"]:
                 bar.write(info["message"], file=sys.stderr)
@@ -146,7 +150,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             config = FinetuneConfig(
                 mode=args.mode,
                 axis=args.axis,
-                iterations=iterations,
+                iterations=args.iterations,  # None: the run's default, after the check
                 time_budget=args.time_budget,
                 patch_size=args.patch_size,
                 batch_size=args.batch_size,
