@@ -115,6 +115,29 @@ def test_noise_check_passes_poisson_gaussian_noise_and_sees_its_signal_dependenc
     assert "pixel-independent" in report.message()
 
 
+def test_noise_check_says_when_the_base_already_removes_most_of_the_noise():
+    """A base whose residual is (nearly) all of the stack's noise is flagged as matched and
+    the message says to compare; one that leaves a quarter of it in (as the gray base does
+    on FMD: 0.60-0.66 of the variance removed) is not."""
+    rng = np.random.default_rng(3)
+    clean = np.stack([_scene((128, 128))[None] / 255.0] * 3).astype(np.float32)
+    noise = rng.normal(0, 0.05, clean.shape).astype(np.float32)
+    planes = list(clean + noise)
+
+    def perfect(y):  # the clean plane of the noisy plane y
+        return next(c for p, c in zip(planes, clean) if np.array_equal(p, y))
+
+    def partly(y):
+        return perfect(y) + 0.25 * (y - perfect(y))  # removes 0.75^2 of the noise variance
+
+    matched, partial = noise_check(planes, perfect), noise_check(planes, partly)
+    assert matched.removed == pytest.approx(1.0, abs=0.15) and matched.matched
+    assert "compare the result" in matched.message()
+    assert partial.removed == pytest.approx(0.5625, abs=0.1) and not partial.matched
+    assert "compare" not in partial.message()
+    assert partial.as_dict()["removed"] == round(partial.removed, 4)
+
+
 # ------------------------------------------------------------------ the mode
 
 

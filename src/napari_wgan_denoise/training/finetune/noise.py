@@ -21,6 +21,12 @@ import numpy as np
 CORRELATION_FLAG = 0.3
 #: Edge of the central crop of each plane that is checked (pixels).
 CHECK_CROP = 256
+#: Share of the stack's noise variance that the base's residual must reach for the check
+#: to say the base already removes most of it (docs/benchmarks.md §8: 0.77-0.89 for the
+#: FMD-trained bases on FMD and synthetic Poisson-Gaussian noise, where self-supervised
+#: fine-tuning gained -0.16 to +0.08 dB; 0.60-0.66 for the Gaussian-trained gray base,
+#: where it gained +0.9 to +1.2 dB).
+REMOVED_FLAG = 0.72
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,15 @@ class NoiseReport:
     offset: float
     signal_dependent: bool
     repeats: bool
+    #: The base's residual variance over the stack's own noise variance (measured on the
+    #: noisy planes alone), at the planes' mean signal; NaN when unknown.
+    removed: float = float("nan")
+
+    @property
+    def matched(self) -> bool:
+        """Whether the base already removes most of the noise (``removed`` >= REMOVED_FLAG):
+        fine-tuning then has little to gain and can lower it."""
+        return bool(self.removed >= REMOVED_FLAG)
 
     @property
     def correlation(self) -> float:
@@ -53,10 +68,17 @@ class NoiseReport:
         fit = f"variance = {self.gain:.2g} x mean + {self.offset:.2g}" + (
             " (signal-dependent)" if self.signal_dependent else ""
         )
+        matched = (
+            f" The base already removes most of this noise ({self.removed:.0%} of its "
+            "variance): fine-tuning has little to gain and can lower it; compare the result "
+            "with the base model."
+            if self.matched
+            else ""
+        )
         if not self.correlated:
             return (
                 f"Noise check: neighbour correlation {self.correlation:.2f} "
-                f"(pixel-independent); {fit}."
+                f"(pixel-independent); {fit}.{matched}"
             )
         advice = (
             "the stack has repeats: Noise2Noise (n2n) is the better mode"
@@ -68,13 +90,16 @@ class NoiseReport:
         return (
             f"Noise check: the noise is spatially correlated (neighbour correlation "
             f"{self.correlation:.2f} >= {CORRELATION_FLAG}); blind-spot assumptions fail, "
-            f"{advice}; {fit}."
+            f"{advice}; {fit}.{matched}"
         )
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain values (for the model card and progress reports)."""
         values = {"correlation": self.correlation, **asdict(self), "correlated": self.correlated}
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()}
+        return {
+            k: (None if v != v else round(v, 4)) if isinstance(v, float) else v  # NaN: None
+            for k, v in values.items()
+        }
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,7 +132,14 @@ def noise_check(
     rows = float(np.mean([_corr(r[:, :, :-1], r[:, :, 1:]) for r in res]))
     cols = float(np.mean([_corr(r[:, :-1, :], r[:, 1:, :]) for r in res]))
     repeats = len(ys) >= 2 and _corr(outs[0], outs[1]) > 0.9
-    return NoiseReport(rows, cols, *_variance_fit(outs, res), repeats=bool(repeats))
+    gain, offset, dependent = _variance_fit(outs, res)
+    s_gain, s_offset = stack_noise_model(ys, max_planes=len(ys))
+    level = float(np.mean([o.mean() for o in outs]))  # the fits' mean variance
+    stack_var = s_gain * level + s_offset
+    removed = (gain * level + offset) / stack_var if stack_var > 0 else float("nan")
+    return NoiseReport(
+        rows, cols, gain, offset, dependent, repeats=bool(repeats), removed=float(removed)
+    )
 
 
 def _variance_fit(outs: list[np.ndarray], res: list[np.ndarray]) -> tuple[float, float, bool]:
