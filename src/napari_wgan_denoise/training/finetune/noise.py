@@ -68,14 +68,14 @@ class NoiseReport:
         fit = f"variance = {self.gain:.2g} x mean + {self.offset:.2g}" + (
             " (signal-dependent)" if self.signal_dependent else ""
         )
-        matched = (
-            f" The base already removes most of this noise ({self.removed:.0%} of its "
-            "variance): fine-tuning has little to gain and can lower it; compare the result "
-            "with the base model."
-            if self.matched
-            else ""
-        )
-        if not self.correlated:
+        if not self.correlated:  # (correlated: the high-pass estimate misses the noise)
+            matched = (
+                f" The base already removes most of this noise ({min(self.removed, 1):.0%} "
+                "of its variance): fine-tuning has little to gain and can lower it; compare "
+                "the result with the base model."
+                if self.matched
+                else ""
+            )
             return (
                 f"Noise check: neighbour correlation {self.correlation:.2f} "
                 f"(pixel-independent); {fit}.{matched}"
@@ -90,7 +90,7 @@ class NoiseReport:
         return (
             f"Noise check: the noise is spatially correlated (neighbour correlation "
             f"{self.correlation:.2f} >= {CORRELATION_FLAG}); blind-spot assumptions fail, "
-            f"{advice}; {fit}.{matched}"
+            f"{advice}; {fit}."
         )
 
     def as_dict(self) -> dict[str, Any]:
