@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import ArraySource, Session
+from .noise import stack_noise_model
 
 #: The self-supervised losses by name.
 SS_LOSSES = ("neighbor2neighbor", "blind-spot", "recorrupted")
@@ -292,8 +293,6 @@ def resolve_loss(
 
 def session_noise_model(session: Session) -> NoiseModel:
     """The stack's noise model ``(gain, offset)``, measured on its training planes."""
-    from .noise import stack_noise_model
-
     return stack_noise_model([session.train_view(session.inputs[i]) for i in session.train])
 
 
