@@ -6,7 +6,9 @@ The noise is taken as the base model's residual ``y - G0(y)`` on (crops of) the 
 planes. Its neighbour correlation (lag 1, along rows and columns; the larger is reported)
 is about 0 for pixel-independent noise and about 0.5-0.7 for wide-field camera noise or
 noise filtered by a small kernel. The variance-vs-mean fit bins the pixels by the base's
-output and fits ``var = gain * mean + offset`` (network scale).
+output and fits ``var = gain * mean + offset`` (network scale). Divided by the same fit
+measured on the noisy planes alone (:func:`stack_noise_model`), it says how much of the
+stack's noise the base already removes (``NoiseReport.removed``).
 """
 
 from __future__ import annotations
