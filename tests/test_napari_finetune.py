@@ -279,3 +279,54 @@ def test_manifest_has_the_finetune_widget(make_napari_viewer):
     manifest = PluginManager.instance().get_manifest(PLUGIN)
     names = [w.display_name for w in manifest.contributions.widgets]
     assert FINETUNE in names
+
+
+def test_length_left_at_the_default_follows_the_loss_the_noise_check_picks(
+    make_napari_viewer, qtbot, rng
+):
+    """The iterations box left at the mode's default hands the length to the run, as the
+    CLI and the API do: on correlated noise the check switches to the blind-spot loss and
+    the run takes that loss's length, not the recorrupted loss's 300. A length the user
+    typed is kept as typed."""
+    from scipy import ndimage
+
+    from napari_wgan_denoise.training.finetune.selfsupervised import SS_ITERATIONS
+
+    viewer = make_napari_viewer()
+    yy, xx = np.mgrid[:96, :96]
+    clean = 20 * (60 + 40 * np.sin(xx / 9.0) * np.cos(yy / 11.0) + 0.2 * xx)
+    noise = rng.normal(0, 150, (5, 96, 96))
+    noisy = clean + np.stack([ndimage.uniform_filter(w, 3) * 3 for w in noise])
+    viewer.add_image(noisy.astype(np.float32), name="noisy")
+    widget = _open(viewer)
+    widget.train_options = {"patch_size": 32, "batch_size": 2, "seed": 0}
+    widget.set_mode("self-supervised")
+    assert widget.base_picker.set_value("fluo-mse-fast")
+    assert widget.iterations.value() == SS_ITERATIONS["recorrupted"]
+    options = widget.make_job().options
+    assert options["iterations"] is None and options["preview_every"] is None
+
+    # an explicit loss shows its own default; a typed length and preview interval stay
+    widget.ss_loss_picker.setCurrentIndex(widget.ss_loss_picker.findData("neighbor2neighbor"))
+    assert widget.iterations.value() == SS_ITERATIONS["neighbor2neighbor"]
+    widget.iterations.setValue(40)
+    assert widget.make_job().options["iterations"] == 40
+    widget.preview_every.setValue(7)
+    assert widget.make_job().options["preview_every"] == 7
+
+    widget.ss_loss_picker.setCurrentIndex(widget.ss_loss_picker.findData(None))
+    widget.iterations.setValue(SS_ITERATIONS["recorrupted"])
+    widget._on_mode_changed()  # the box is at the mode's default again
+    widget.preview_every.setValue(0)  # no preview: quicker
+    widget.time_limit.setValue(0.05)  # 3 s
+    widget.save_as.setText("follows-the-check")
+    totals = []
+    with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT_MS) as blocker:
+        widget.run().yielded.connect(
+            lambda step: totals.extend(i["total"] for i in step.updates if "total" in i)
+        )
+    assert blocker.args[0] == "done"
+    assert "correlated" in widget.noise_message.lower()
+    assert totals and set(totals) == {SS_ITERATIONS["blind-spot"]}
+    assert widget.plot.total == SS_ITERATIONS["blind-spot"]
+    assert f"/ {SS_ITERATIONS['blind-spot']}" in widget.progress_label.text()

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 
 from ..models.model import DenoiseModel
 from ..training.finetune import N2N_REFERENCE_WEIGHT, SS_REFERENCE_WEIGHT, STRATEGIES
+from ..training.finetune.selfsupervised import SS_ITERATIONS
 from ._bridge import Progress
 from ._choices import (
     FINETUNE_MODES,
@@ -124,6 +125,7 @@ class FinetuneWidget(RunnerWidget):
             self.layout_.insertWidget(self.layout_.count() - 1, widget)  # above the stretch
 
         self.mode_picker.currentIndexChanged.connect(self._on_mode_changed)
+        self.ss_loss_picker.currentIndexChanged.connect(self._on_mode_changed)
         pickers = (self.clean_picker, self.roi_picker, self.axis_picker, self.base_picker)
         self._watch(*pickers, refresh=[self.base_picker])
         self._fill_axes()
@@ -179,9 +181,17 @@ class FinetuneWidget(RunnerWidget):
         self._fill_axes()
         super()._on_layer_changed(layer)
 
+    def _mode_default(self) -> int | None:
+        """The run's default length for the picked mode and self-supervised loss."""
+        mode = self.mode()
+        loss = self.ss_loss_picker.currentData() if mode in SS_LOSS_MODES else None
+        if mode == "self-supervised" and loss in SS_ITERATIONS:
+            return SS_ITERATIONS[loss]
+        return STRATEGIES[mode].iterations if mode in STRATEGIES else None
+
     def _on_mode_changed(self, *args: Any) -> None:
         mode = self.mode()
-        default = STRATEGIES[mode].iterations if mode in STRATEGIES else None
+        default = self._mode_default()
         if default and self.iterations.value() == getattr(self, "_mode_iterations", None):
             self.iterations.setValue(default)  # the user kept the last mode's default
         self._mode_iterations = default
@@ -240,12 +250,16 @@ class FinetuneWidget(RunnerWidget):
         assert layer is not None and base is not None
         other = self.clean_picker.layer()
         minutes = self.time_limit.value()
+        iterations, every = self.iterations.value(), self.preview_every.value()
         options = {
             **self.train_options,
-            "iterations": self.iterations.value(),
+            # left at the mode's default: the run's own default, which follows the loss
+            # the noise check picks (1000 when it switches to the blind-spot loss), as in
+            # the CLI and the API; likewise a preview left at every 10 % of the run
+            "iterations": None if iterations == self._mode_iterations else iterations,
             "time_budget": minutes * 60.0 if minutes > 0 else None,
             "device": self.device(),
-            "preview_every": max(self.preview_every.value(), 1),
+            "preview_every": None if every == max(1, iterations // 10) else max(every, 1),
             "adversarial_weight": REFERENCE_WEIGHTS.get(mode) if other else None,
         }
         if mode in SS_LOSS_MODES:
@@ -272,7 +286,7 @@ class FinetuneWidget(RunnerWidget):
         job = self.make_job()
         self._running = "finetune"
         self._job, self._source = job, self.layer_picker.layer()
-        self.plot.clear(job.options["iterations"])
+        self.plot.clear(job.options["iterations"] or self.iterations.value())
         self.progress_label.setText("")
         self.noise_message, self.eta = "", None
 

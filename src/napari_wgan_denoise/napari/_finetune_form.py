@@ -127,7 +127,9 @@ def build_form(widget: Any) -> None:
         form,
         "Iterations:",
         widget.iterations,
-        "Training iterations; the run also ends at the time limit or with Stop.",
+        "Training iterations; the run also ends at the time limit or with Stop. Left at "
+        "the mode's default, the run takes the length its loss needs (1000 when the noise "
+        "check switches to the blind-spot loss).",
     )
     add_row(
         form,
