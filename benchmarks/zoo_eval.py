@@ -6,7 +6,9 @@ Usage (from the repository root)::
     python -m benchmarks.zoo_eval cells --model cells-mse-fast --model cells-wgan-fast
     python -m benchmarks.zoo_eval fluo  --model fluo-mse-fast --model fluo-wgan-fast
     # add --json FILE to keep the rows, --no-baselines to skip BM3D/NLM,
-    # --baselines nlm to run NLM alone
+    # --baselines nlm to run NLM alone, --tta 8 to average each model over the 8
+    # flips/rotations of its input (rows "<model> (tta 8)"; with --no-baselines, beside
+    # the plain rows of an earlier run)
     # a --model may also be a training checkpoint: runs/zoo/gray-mse-checkpoints/last
 
 * gray: Set12 at σ 25 and 50 (seeded, float, unclipped: the seed-000 protocol).
@@ -55,15 +57,17 @@ def _table(title: str, columns: list[str], rows: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _run(models, baselines, **kw) -> list[dict]:
-    return evaluate(list(models), baselines=baselines, notify=lambda m: None, **kw)
+def _run(models, baselines, tta=1, **kw) -> list[dict]:
+    return evaluate(list(models), baselines=baselines, tta=tta, notify=lambda m: None, **kw)
 
 
-def gray(models, baselines) -> dict:
+def gray(models, baselines, tta=1) -> dict:
     """Set12 at σ 25 and 50."""
     out, table = {}, {}
     for sigma in (25, 50):
-        rows = _run(models, baselines, clean=DATA / "gray/set12", sigma=sigma, include_noisy=True)
+        rows = _run(
+            models, baselines, tta, clean=DATA / "gray/set12", sigma=sigma, include_noisy=True
+        )
         out[sigma] = rows
         for r in rows:
             table.setdefault(r["model"], []).append(
@@ -90,13 +94,19 @@ def _shifted_folders() -> list[tuple[str, Path]]:
     return list(folders.items())
 
 
-def cells(models, baselines) -> dict:
+def cells(models, baselines, tta=1) -> dict:
     """CellaVision 077-088 at σ 25/35/50, plain and colour-shifted."""
     out, table = {"plain": {}, "shifted": {}}, {}
     clean = DATA / "cells/cellavision_train"
     for sigma in (25, 35, 50):
         rows = _run(
-            models, baselines, clean=clean, sigma=sigma, last=CELLS_HELD_OUT, include_noisy=True
+            models,
+            baselines,
+            tta,
+            clean=clean,
+            sigma=sigma,
+            last=CELLS_HELD_OUT,
+            include_noisy=True,
         )
         out["plain"][sigma] = rows
         for r in rows:
@@ -110,7 +120,7 @@ def cells(models, baselines) -> dict:
     for sigma in (25, 35, 50):
         per_model: dict[str, list[float]] = {}
         for name, folder in _shifted_folders():
-            rows = _run(models, (), clean=folder, sigma=sigma)
+            rows = _run(models, (), tta, clean=folder, sigma=sigma)
             out["shifted"].setdefault(sigma, {})[name] = rows
             for r in rows:
                 per_model.setdefault(r["model"], []).append(r["psnr"])
@@ -168,14 +178,14 @@ def _synthetic_folders(rho: float) -> tuple[Path, Path]:
     return noisy, clean
 
 
-def fluo(models, baselines) -> dict:
+def fluo(models, baselines, tta=1) -> dict:
     """FMD held-out fields (real noise) and synthetic independent/correlated noise."""
     out, table = {}, {}
     sets = [("FMD fields 3+11", *_fmd_folders())]
     for rho in (0.0, 0.6):
         sets.append((f"synthetic PG, corr {rho:g}", *_synthetic_folders(rho)))
     for label, noisy, clean in sets:
-        rows = _run(models, baselines, clean=clean, noisy=noisy, include_noisy=True)
+        rows = _run(models, baselines, tta, clean=clean, noisy=noisy, include_noisy=True)
         out[label] = rows
         for r in rows:
             table.setdefault(r["model"], []).append(_row(r))
@@ -208,11 +218,21 @@ def main() -> None:
         help="comma-separated (bm3d, nlm): e.g. nlm alone for the speed comparison, BM3D "
         "being deterministic but ~140 s/MP",
     )
+    ap.add_argument(
+        "--tta",
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        metavar="N",
+        help="average each model over N flips/rotations of its input (1, 2, 4 or 8; rows "
+        "labelled '<model> (tta N)')",
+    )
     ap.add_argument("--json")
     args = ap.parse_args()
     baselines = () if args.no_baselines else tuple(b for b in args.baselines.split(",") if b)
     models = [_model(m) for m in args.model]
-    result = {"gray": gray, "cells": cells, "fluo": fluo}[args.family](models, baselines)
+    run = {"gray": gray, "cells": cells, "fluo": fluo}[args.family]
+    result = run(models, baselines, args.tta)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -132,6 +132,23 @@ def test_denoise_cli_on_a_cluster(cluster, model_path, tmp_path, rng, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_denoise_cli_tta_reaches_the_workers(cluster, model_path, tmp_path, rng):
+    from napari_wgan_denoise.cli import main
+
+    arr = rng.integers(100, 4000, (2, 40, 40)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", arr)
+    store = str(tmp_path / "b.zarr")
+    zarr.open_array(store, mode="w", shape=arr.shape, chunks=(1, 40, 40), dtype=arr.dtype)[:] = arr
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "a.tif"), str(tmp_path / "b.zarr")]
+    argv = ["denoise", *inputs, "-o", str(out), "--model", str(model_path), "-q", "--tta", "2"]
+    assert main([*argv, "--scheduler", cluster.scheduler_address]) == 0
+    expected = denoise(arr, load_model(model_path), tta=2)
+    assert not np.array_equal(expected, denoise(arr, load_model(model_path)))
+    np.testing.assert_array_equal(tifffile.imread(out / "a.tif"), expected)
+    np.testing.assert_array_equal(read_any(out / "b.zarr").compute(), expected)
+
+
 def test_default_local_cluster(model_path, tmp_path, rng):
     arr = rng.integers(100, 4000, (40, 40)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", arr)

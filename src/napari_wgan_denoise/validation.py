@@ -85,13 +85,16 @@ def check_denoise_options(
     batch_size: Any = None,
     value_range: Any = None,
     plane: tuple[int, int] | None = None,
+    tta: Any = False,
 ) -> None:
     """Check the tiling options of ``denoise``/``restore``/``denoise_lazy`` before any work.
 
     ``tile_size`` >= 8, ``overlap`` >= 0 and no larger than the plane (``plane`` = its
     height and width: wider context is only mirrored image, and it would make tiles of
-    hundreds of GiB), ``batch_size`` >= 1, ``value_range`` two finite numbers low < high.
+    hundreds of GiB), ``batch_size`` >= 1, ``value_range`` two finite numbers low < high,
+    ``tta`` as :func:`check_tta` accepts it.
     """
+    check_tta(tta)
     if tile_size is not None:
         check_int(tile_size, "tile_size", minimum=8)
     if overlap is not None:
@@ -116,6 +119,25 @@ def check_denoise_options(
         high = check_number(value_range[1], "value_range[1] (high)")
         if not high > low:
             raise InvalidSetting(f"value_range must have low < high, got ({low}, {high}).")
+
+
+#: How many flips/rotations test-time augmentation may average (1: none).
+TTA_PASSES = (1, 2, 4, 8)
+
+
+def check_tta(tta: Any) -> int:
+    """The number of passes ``denoise(..., tta=tta)`` averages: ``False`` (or None, 0, 1)
+    one plain pass, ``True`` all 8 flips/rotations, 2 / 4 / 8 that many."""
+    if tta is None or tta is False:
+        return 1
+    if tta is True:
+        return TTA_PASSES[-1]
+    accepts = "True (8 passes), False, or the number of flipped/rotated passes: 1, 2, 4 or 8"
+    if not isinstance(tta, numbers.Real):
+        raise TypeError(f"tta must be {accepts}; got {_kind(tta)}.")
+    if tta not in (0, *TTA_PASSES):
+        raise InvalidSetting(f"tta must be {accepts}; got {tta!r}.")
+    return max(1, int(tta))
 
 
 # ----------------------------------------------------------------------------- configs

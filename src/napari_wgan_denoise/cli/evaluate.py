@@ -12,6 +12,7 @@ from typing import Any
 from ..evaluation import BASELINES, evaluate, format_table
 from ._command import add_command
 from ._progress import counting, progress_bar
+from .denoise import add_tta_argument, tta_passes
 
 EVALUATE_SUMMARY = "score models (and BM3D / NLM baselines) on clean test images"
 EVALUATE_DESCRIPTION = """
@@ -46,6 +47,7 @@ def _describe(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.sigma is None and args.noisy is None:
         raise ValueError("Give --sigma S (synthetic Gaussian noise) or --noisy DIR (paired mode).")
+    tta = tta_passes(args.tta)
     with progress_bar(desc="evaluate", unit="step", quiet=args.quiet) as bar:
         rows = evaluate(
             args.model or [],
@@ -56,6 +58,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             baselines=args.baseline or [],
             device=args.device,
             tile_size=args.tile_size,
+            tta=tta,
             progress=counting(bar),
             limit=args.limit,
             last=args.last,
@@ -105,6 +108,7 @@ def register(subparsers: Any) -> None:
     which.add_argument("--last", type=int, metavar="N", help="only the last N images by name")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--tile-size", type=int, default=None)
+    add_tta_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per model per line")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

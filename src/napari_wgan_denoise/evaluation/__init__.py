@@ -6,7 +6,8 @@ with a folder of real noisy images (``noisy``, matched by file name), runs every
 every requested baseline) on exactly the same noisy images and returns one row per method:
 
 ``model``
-    the model's name (or ``bm3d`` / ``nlm`` / ``noisy``)
+    the model's name (or ``bm3d`` / ``nlm`` / ``noisy``); with test-time augmentation
+    followed by ``" (tta N)"``
 ``n``
     number of images
 ``psnr``, ``ssim``
@@ -77,6 +78,7 @@ import numpy as np
 
 from .. import metrics
 from ..errors import Cancelled
+from ..validation import check_tta
 from .methods import (
     BASELINES,
     NoteFn,
@@ -111,6 +113,7 @@ def evaluate(
     baselines: Sequence[str] = (),
     device: str = "auto",
     tile_size: int | None = None,
+    tta: bool | int = False,
     progress: ProgressFn | None = None,
     limit: int | None = None,
     last: int | None = None,
@@ -130,7 +133,9 @@ def evaluate(
     row ``"noisy"`` scoring the unprocessed input; ``per_image`` adds an ``"images"`` list
     with each image's scores. ``progress(done, total)`` counts (image, method) steps;
     ``cancel.is_set()`` stops the run with :class:`~napari_wgan_denoise.errors.Cancelled`;
-    ``notify(message)`` receives notes (default: printed to stderr).
+    ``notify(message)`` receives notes (default: printed to stderr). ``tta`` runs every model
+    with test-time augmentation as :func:`~napari_wgan_denoise.denoise` does (its rows are
+    labelled ``"<model> (tta N)"``; the time counts all N passes).
 
     See the module docstring for the rows' keys, the noise protocol, the metrics' peak and
     the baselines' settings.
@@ -156,6 +161,7 @@ def evaluate(
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"Unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}.")
+    passes = check_tta(tta)
     if not models and not baselines and not include_noisy:
         raise ValueError("Nothing to evaluate: give at least one model or baseline.")
     clean = Path(clean)
@@ -165,7 +171,7 @@ def evaluate(
 
     methods: list[_Method] = []
     for dm, label in _load_models(list(models)):
-        methods.append(_model_method(dm, label, device, tile_size, cancel))
+        methods.append(_model_method(dm, label, device, tile_size, cancel, passes))
     for name in baselines:
         m = _baseline_method(name, sigma, notify)
         if m is not None:

@@ -49,7 +49,7 @@ def _model_value_range(model: Any, dtype: np.dtype) -> tuple[float, float] | Non
 
 
 def _model_method(
-    model: Any, label: str, device: str, tile_size: int | None, cancel: Any
+    model: Any, label: str, device: str, tile_size: int | None, cancel: Any, tta: int = 1
 ) -> _Method:
     from ..inference import denoise
 
@@ -61,13 +61,16 @@ def _model_method(
             device=device,
             cancel=cancel,
             value_range=_model_value_range(model, sample.noisy_dtype),
+            tta=tta,
         )
 
     def warmup(rgb: bool) -> None:
         shape = (_WARMUP_SIZE, _WARMUP_SIZE, 3) if rgb else (_WARMUP_SIZE, _WARMUP_SIZE)
         x = np.random.default_rng(0).random(shape, dtype=np.float32) * 255
-        denoise(x, model, tile_size=tile_size, device=device, value_range=(0.0, 255.0))
+        denoise(x, model, tile_size=tile_size, device=device, value_range=(0.0, 255.0), tta=tta)
 
+    if tta > 1:  # a row of its own beside the plain model's
+        label = f"{label} (tta {tta})"
     return _Method(label, "model", run, warmup, channels=model.channels)
 
 

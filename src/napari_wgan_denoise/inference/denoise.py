@@ -14,7 +14,8 @@ from torch import nn
 from ..errors import Cancelled
 from ..models.model import DEFAULT_NORMALISATION, DenoiseModel
 from ..models.registry import load_model
-from ..validation import check_axes, check_denoise_options
+from ..validation import check_axes, check_denoise_options, check_tta
+from .augment import DihedralEnsemble
 from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
@@ -192,6 +193,7 @@ def denoise(
     batch_size: int | None = None,
     value_range: tuple[float, float] | None = None,
     precision: str = "auto",
+    tta: bool | int = False,
 ) -> np.ndarray:
     """Denoise an image or stack and return an array of the same shape and dtype.
 
@@ -219,6 +221,12 @@ def denoise(
     ``precision`` is ``"auto"`` (half precision on CUDA, bf16 autocast on CPUs with native
     bf16, fp32 elsewhere; ``$NAPARI_WGAN_DENOISE_PRECISION`` overrides it), ``"bf16"`` or
     ``"fp32"``.
+
+    ``tta`` (test-time augmentation) buys a little quality with time: the network runs on
+    flipped and rotated copies of each tile and the outputs, turned back, are averaged.
+    ``True`` or 8 uses all 8 flips/rotations, 4 the rotations, 2 the identity and a mirror
+    flip; ``False`` (the default) one plain pass. On the shipped gray model it gains about
+    +0.08 dB PSNR (Set12, 8 passes; +0.05 dB with 2) at 8× (2×) the time.
     """
     dmodel = as_model(model)
     if dmodel.task != "denoise":
@@ -235,8 +243,10 @@ def denoise(
         overlap=overlap,
         batch_size=batch_size,
         value_range=value_range,
+        tta=tta,
     )
     _check_values(view, plan.n_leading)
+    passes = check_tta(tta)
 
     dev = resolve_device(device)
     original = dmodel.network
@@ -247,6 +257,8 @@ def denoise(
     if channels_last:
         network.to(memory_format=torch.channels_last)
     autocast = use_bf16(dev, precision)
+    if passes > 1:
+        network = DihedralEnsemble(network, passes)
 
     multiple = int(getattr(network, "size_multiple", 1))
     radius = int(getattr(network, "receptive_radius", 32))

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from ..validation import check_tta
 from ._dask_worker import _block_task, _file_task, worker_stats
 from .lazy import (
     MissingDependency,
@@ -71,7 +72,7 @@ _INSTALL_HINT = (
 )
 
 #: Options of ``denoise`` / ``denoise_lazy`` that may be passed through to the workers.
-_DENOISE_OPTIONS = ("axes", "tile_size", "overlap", "device", "batch_size", "value_range")
+_DENOISE_OPTIONS = ("axes", "tile_size", "overlap", "device", "batch_size", "value_range", "tta")
 
 
 def _require_distributed() -> Any:
@@ -158,6 +159,7 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
             f"Unknown denoise option(s) {', '.join(unknown)}; "
             f"expected some of {', '.join(_DENOISE_OPTIONS)}."
         )
+    check_tta(options.get("tta"))  # here, not in every worker
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -359,7 +361,7 @@ def denoise_files_distributed(
     ``outdir/NAME.zarr``, block by block with :func:`denoise_zarr_distributed`). ``model``
     is a registered name, a model file path or a saved ``DenoiseModel``; the workers load
     it from its file, once each. ``denoise_options`` (``axes``, ``tile_size``,
-    ``overlap``, ``device``, ``batch_size``, ``value_range``) mean what they mean for
+    ``overlap``, ``device``, ``batch_size``, ``value_range``, ``tta``) mean what they mean for
     :func:`~napari_wgan_denoise.denoise`, and the outputs equal ``denoise``'s.
     ``progress(done, total)`` counts finished files; ``store_progress(src)`` may give a
     ``progress`` for the blocks of a zarr input; ``on_done(src, dst)`` is called as each

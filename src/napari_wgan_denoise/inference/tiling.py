@@ -167,7 +167,9 @@ def watched(
     """Check ``cancel`` before every layer of ``network`` (raising ``Cancelled``) and report
     ``on_part(tiles done in this batch)`` as the layers run; yields the function to call
     with each batch's tile count before it runs. The hooks are removed on exit. A TorchScript
-    network (a foreign bioimage.io package) takes no hooks: it is checked between batches."""
+    network (a foreign bioimage.io package) takes no hooks: it is checked between batches.
+    A network that runs its layers several times per call says so in a ``passes``
+    attribute (test-time augmentation), so that progress spreads over all of them."""
     if cancel is None and on_part is None:
         yield lambda n: None
         return
@@ -177,14 +179,15 @@ def watched(
         if next(m.children(), None) is None and not isinstance(m, torch.jit.ScriptModule)
     ]
     state = {"calls": 0, "tiles": 0, "reported": -1}
-    per_pass = max(len(leaves), 1)  # each layer runs about once per forward pass
+    passes = max(int(getattr(network, "passes", 1)), 1)
+    per_call = max(len(leaves), 1) * passes  # each layer runs about `passes` times a call
 
     def check(module: nn.Module, args: object) -> None:
         if cancel is not None and cancel.is_set():  # type: ignore[attr-defined]
             raise _cancelled()
         if on_part is not None:
             state["calls"] += 1
-            step = min(20 * state["calls"] // per_pass, 19)  # 5 % steps, never 100 %
+            step = min(20 * state["calls"] // per_call, 19)  # 5 % steps, never 100 %
             if step != state["reported"]:
                 state["reported"] = step
                 on_part(state["tiles"] * step / 20)

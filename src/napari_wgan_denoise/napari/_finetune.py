@@ -100,7 +100,7 @@ class FinetuneWidget(RunnerWidget):
         self.cancel_button.setText("Stop")
         self.cancel_button.setToolTip("Stop early; the best weights so far are saved.")
 
-        # tile size and "current slice only" are for Apply: they live in its box
+        # tile size, TTA and "current slice only" are for Apply: they live in its box
         self.apply_button = QPushButton("Apply to layer", self)
         self.apply_button.setEnabled(False)
         self.apply_button.clicked.connect(self.apply)
@@ -112,6 +112,7 @@ class FinetuneWidget(RunnerWidget):
         box.addWidget(self.result_label)
         apply_form = QFormLayout()
         apply_form.addRow("Tile size:", self.tile_size)
+        apply_form.addRow(self.tta)
         apply_form.addRow(self.current_slice)
         box.addLayout(apply_form)
         apply_row = QHBoxLayout()
@@ -132,7 +133,7 @@ class FinetuneWidget(RunnerWidget):
         self._on_mode_changed()
 
     def _place_run_options(self, form: QFormLayout) -> None:
-        """Tile size and "current slice only" go to the Apply box instead."""
+        """Tile size, TTA and "current slice only" go to the Apply box instead."""
 
     # ------------------------------------------------------------------ choices
 

@@ -50,6 +50,7 @@ class RestoreWidget(RunnerWidget):
     """
 
     action = "restore"
+    offers_tta = False  # the restore models run without test-time augmentation
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)

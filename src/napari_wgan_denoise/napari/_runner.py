@@ -68,6 +68,9 @@ class RunnerWidget(QWidget):
     and a callback for its result.
     """
 
+    #: Whether the run options offer test-time augmentation (the runs that denoise).
+    offers_tta = True
+
     #: Emitted in the main thread when a run ends: "done", "cancelled" or "error".
     run_finished = Signal(str)
     #: Emitted in the main thread with each :class:`~._bridge.Progress` event the widget
@@ -110,6 +113,14 @@ class RunnerWidget(QWidget):
             "tiles under about twice the overlap make runs much slower; the result does "
             "not depend on it."
         )
+        self.tta = QCheckBox("Average 8 flips/rotations (TTA)", self)
+        self.tta.setToolTip(
+            "Test-time augmentation: run the model on the 8 flipped and rotated copies of "
+            "the image and average the outputs, turned back. 8× slower for about +0.1 dB "
+            "PSNR (+0.08 dB for the gray model on Set12)."
+        )
+        if not self.offers_tta:
+            self.tta.hide()  # placed in no layout
         self.current_slice = QCheckBox("current slice only", self)
         self.current_slice.setToolTip(
             "A quick preview: denoise only the YX plane shown at the sliders' position; the "
@@ -154,9 +165,11 @@ class RunnerWidget(QWidget):
         outer.addWidget(self.warning_label)
 
     def _place_run_options(self, form: QFormLayout) -> None:
-        """Put the tile size under the device and "current slice only" under the form
-        (subclasses that use them elsewhere override this)."""
+        """Put the tile size (and the TTA box) under the device and "current slice only"
+        under the form (subclasses that use them elsewhere override this)."""
         form.addRow("Tile size:", self.tile_size)
+        if self.offers_tta:
+            form.addRow(self.tta)
         self.layout_.addWidget(self.current_slice)
 
     # ------------------------------------------------------------------ options
@@ -172,11 +185,12 @@ class RunnerWidget(QWidget):
         return str(data or self.device_picker.currentText() or "auto")
 
     def options(self) -> Settings:
-        """Device, tile size and batch size for the runs."""
+        """Device, tile size, batch size and test-time augmentation for the runs."""
         return Settings(
             device=self.device(),
             tile_size=self.tile_size.value() or None,
             batch_size=self.batch_size,
+            tta=self.offers_tta and self.tta.isChecked(),
         )
 
     def update_run_state(self) -> None:

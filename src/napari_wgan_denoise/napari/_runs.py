@@ -37,6 +37,7 @@ from ..metrics import quality_metrics
 from ..models.model import DenoiseModel
 from ..models.registry import find_model
 from ..noise_level import noise_warning
+from ..validation import check_tta
 from ._bridge import Progress, iter_progress, scaled
 from ._jobs import METADATA_KEY, LayerJob, ReferenceJob, RestoreJob, is_lazy_data
 
@@ -77,15 +78,23 @@ def image_data(data: Any, job: LayerJob, name: str, record: dict[str, Any]) -> L
 
 @dataclass(frozen=True)
 class Settings:
-    """How the core runs: device, tile edge and tiles per batch (None: the core's default)."""
+    """How the core runs: device, tile edge and tiles per batch (None: the core's default),
+    and test-time augmentation (``tta``: False, True = 8, or 2 / 4 / 8 passes; denoising
+    only, restore runs ignore it)."""
 
     device: str = "auto"
     tile_size: int | None = None
     batch_size: int | None = None
+    tta: bool | int = False
 
     def core(self) -> dict[str, Any]:
         """Keyword arguments of the core's ``denoise``."""
-        return {"device": self.device, "tile_size": self.tile_size, "batch_size": self.batch_size}
+        return {
+            "device": self.device,
+            "tile_size": self.tile_size,
+            "batch_size": self.batch_size,
+            "tta": self.tta,
+        }
 
     def record(self, job: LayerJob) -> dict[str, Any]:
         """What the output's metadata records about the run."""
@@ -94,6 +103,7 @@ class Settings:
             "device_used": str(resolve_device(self.device)),
             "tile_size": int(self.tile_size) if self.tile_size else None,
             "batch_size": int(self.batch_size) if self.batch_size else None,
+            "tta": check_tta(self.tta),  # flips/rotations averaged; 1: none
             "current_slice": job.slice_at is not None,
             "slice": list(job.slice_at) if job.slice_at is not None else None,
         }
@@ -452,6 +462,7 @@ def run_restore(
     restored, filled = out if inpainted else (out, None)
     record = Settings(settings.device, settings.tile_size).record(job.layer)
     record.pop("batch_size", None)
+    record.pop("tta", None)
     record["mask_pixels"] = int(np.count_nonzero(job.mask)) if job.mask is not None else 0
     outputs = [("restored", restored)] + ([("inpainted", filled)] if inpainted else [])
     layers = [
