@@ -1,0 +1,38 @@
+"""Deepening a trained shuffle model keeps what it computes (benchmarks/grow_shuffle.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from benchmarks.grow_shuffle import grow
+
+from napari_wgan_denoise.models.model import create_model, load_model_file, save_model
+
+
+def test_grown_model_denoises_as_before_and_trains_its_new_blocks(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("shuffle", channels=1, features=8, depth=4)
+    for p in model.network.parameters():  # a "trained" model: no zero tail
+        torch.nn.init.normal_(p, std=0.1)
+    grown = grow(model, 8)
+    assert grown.network.config.depth == 8 and len(grown.network.body) == 3
+    x = torch.rand(2, 1, 24, 20)
+    with torch.no_grad():
+        assert torch.allclose(model.network(x), grown.network(x), atol=1e-6)
+    # the new blocks learn: their zeroed second convolution gets a gradient
+    grown.network(x).square().mean().backward()
+    assert grown.network.body[2].conv2.weight.grad.abs().sum() > 0
+
+    save_model(grown, tmp_path / "grown")  # and it round-trips as a model file
+    again = load_model_file(tmp_path / "grown")
+    assert again.card["config"]["depth"] == 8 and again.card["grown_from"]["depth"] == 4
+
+
+def test_grow_refuses_what_it_cannot_do():
+    model = create_model("shuffle", channels=1, features=8, depth=4)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        grow(model, 5)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        grow(model, 4)
+    with pytest.raises(ValueError, match="not a residual shuffle"):
+        grow(create_model("unet", channels=1), 8)
