@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, describe_error, exit_status
 from ._command import add_command
+from .denoise import tta_flag_alone
 
 __all__ = ["build_parser", "main"]
 
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    argv = tta_flag_alone([a for a in argv if a != "--debug"])
     parser = build_parser()
     args = parser.parse_args(argv)
     from ..interrupt import ignore_signals, terminate_as_interrupt

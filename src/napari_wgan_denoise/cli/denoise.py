@@ -41,8 +41,18 @@ def add_tta_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="average the model over N flips/rotations of the input: 2, 4 or 8 (the flag "
-        "alone: 8); about +0.1 dB at N times the time. Put it after the input files",
+        "alone: 8); about +0.1 dB at N times the time",
     )
+
+
+def tta_flag_alone(argv: list[str]) -> list[str]:
+    """``argv`` with a ``--tta`` that is not followed by a number written ``--tta=8``, so
+    that ``denoise --tta in.tif ...`` reads ``in.tif`` as an input, not as the count."""
+    out = []
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        out.append("--tta=8" if arg == "--tta" and not following.strip().isdigit() else arg)
+    return out
 
 
 def tta_passes(value: str | None) -> int:
@@ -52,13 +62,11 @@ def tta_passes(value: str | None) -> int:
 
     if value is None:
         return 1
-    number = value.strip().isdigit()
-    if number and int(value) in TTA_PASSES:
+    if value.strip().isdigit() and int(value) in TTA_PASSES:
         return int(value)
-    hint = "" if number else " (a file name? put --tta after the input files)"
     raise InvalidSetting(
         f"--tta takes the number of flips/rotations to average: 1, 2, 4 or 8 (the flag "
-        f"alone: 8), got {value!r}{hint}."
+        f"alone: 8), got {value!r}."
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..evaluation import BASELINES, evaluate, format_table
 from ._command import add_command
 from ._progress import counting, progress_bar
-from .denoise import add_tta_argument, tta_passes
+from .denoise import add_tta_argument, tta_flag_alone, tta_passes
 
 EVALUATE_SUMMARY = "score models (and BM3D / NLM baselines) on clean test images"
 EVALUATE_DESCRIPTION = """
@@ -120,7 +120,7 @@ def main_for_tests(argv: Sequence[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     try:
-        args = parser.parse_args(list(argv))
+        args = parser.parse_args(tta_flag_alone(list(argv)))
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
