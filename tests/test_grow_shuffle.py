@@ -33,6 +33,43 @@ def test_grow_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="multiple of 2"):
         grow(model, 5)
     with pytest.raises(ValueError, match="multiple of 2"):
+        grow(model, 2)
+    with pytest.raises(ValueError, match="nothing to grow"):
         grow(model, 4)
     with pytest.raises(ValueError, match="not a residual shuffle"):
         grow(create_model("unet", channels=1), 8)
+
+
+def test_noise_level_input_starts_unheard_and_learns(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("shuffle", channels=1, features=8, depth=4)
+    for p in model.network.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    grown = grow(model, noise_level=True)
+    assert grown.network.config.noise_level and grown.network.config.depth == 4
+    assert grown.network.head[0].weight.shape[1] == 5  # 4 sub-images + the noise level
+    x = torch.rand(2, 1, 24, 20)
+    with torch.no_grad():
+        assert torch.allclose(model.network(x), grown.network(x), atol=1e-6)
+    grown.network(x).square().mean().backward()
+    assert grown.network.head[0].weight.grad[:, 4].abs().sum() > 0
+    save_model(grown, tmp_path / "nl")
+    again = load_model_file(tmp_path / "nl")
+    assert again.card["config"]["noise_level"] is True
+    with torch.no_grad():
+        assert torch.allclose(again.network(x), grown.network(x), atol=1e-6)
+    with pytest.raises(ValueError, match="nothing to grow"):
+        grow(grown, noise_level=True)
+
+
+def test_estimated_sigma_reads_gaussian_noise_per_image():
+    import torch.nn.functional as F
+
+    from napari_wgan_denoise.models.shuffle import estimated_sigma
+
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 128).expand(128, 128)  # smooth structure: no detail
+    y = torch.stack([ramp + s * torch.randn(128, 128, generator=g) for s in (0.02, 0.1)])
+    sigma = estimated_sigma(F.pixel_unshuffle(y[:, None], 2), 1).flatten()
+    assert sigma.shape == (2,)
+    assert abs(sigma[0] - 0.02) < 0.002 and abs(sigma[1] - 0.1) < 0.01, sigma

@@ -28,11 +28,24 @@ class ShuffleConfig:
     ``depth`` counts every 3x3 convolution (head, body and tail; FFDNet uses 15 for gray
     images); ``features`` is the body width; ``residual`` groups the body convolutions in
     pairs with identity skips (otherwise a plain conv-ReLU chain, FFDNet's body).
+    ``noise_level`` gives the body FFDNet's noise-level map, estimated from the input
+    itself (see :func:`estimated_sigma`), so the model stays blind to its caller.
     """
 
     features: int = 64
     depth: int = 12
     residual: bool = True
+    noise_level: bool = False
+
+
+def estimated_sigma(sub: torch.Tensor, channels: int) -> torch.Tensor:
+    """Per-image Gaussian noise estimate (Donoho's MAD of the finest diagonal Haar detail),
+    shape ``(N, 1, 1, 1)``, from the pixel-unshuffled input ``sub`` (``4 * channels``
+    sub-images in the order ``pixel_unshuffle`` gives)."""
+    n = sub.shape[0]
+    s = sub.detach().float().reshape(n, channels, 4, *sub.shape[-2:])
+    detail = (s[:, :, 0] - s[:, :, 1] - s[:, :, 2] + s[:, :, 3]) / 2
+    return (detail.reshape(n, -1).abs().median(dim=1).values / 0.6745).reshape(n, 1, 1, 1)
 
 
 class _Block(nn.Module):
@@ -60,7 +73,8 @@ class ShuffleGenerator(nn.Module):
             )
         self.channels = channels
         sub = 4 * channels
-        self.head = nn.Sequential(nn.Conv2d(sub, f, 3, padding=1), nn.ReLU(inplace=True))
+        inputs = sub + int(bool(self.config.noise_level))
+        self.head = nn.Sequential(nn.Conv2d(inputs, f, 3, padding=1), nn.ReLU(inplace=True))
         n_body = depth - 2
         layers: list[nn.Module] = []
         if self.config.residual:
@@ -81,5 +95,9 @@ class ShuffleGenerator(nn.Module):
         return 2 * int(self.config.depth) + 2
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        r = self.tail(self.body(self.head(F.pixel_unshuffle(y, 2))))
+        sub = F.pixel_unshuffle(y, 2)
+        if self.config.noise_level:
+            sigma = estimated_sigma(sub, self.channels).to(sub.dtype)
+            sub = torch.cat([sub, sigma.expand(-1, 1, *sub.shape[-2:])], dim=1)
+        r = self.tail(self.body(self.head(sub)))
         return y - F.pixel_shuffle(r, 2).to(y.dtype)
