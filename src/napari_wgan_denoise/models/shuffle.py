@@ -42,10 +42,9 @@ def estimated_sigma(sub: torch.Tensor, channels: int) -> torch.Tensor:
     """Per-image Gaussian noise estimate (Donoho's MAD of the finest diagonal Haar detail),
     shape ``(N, 1, 1, 1)``, from the pixel-unshuffled input ``sub`` (``4 * channels``
     sub-images in the order ``pixel_unshuffle`` gives)."""
-    n = sub.shape[0]
-    s = sub.detach().float().reshape(n, channels, 4, *sub.shape[-2:])
+    s = sub.detach().float().unflatten(1, (channels, 4))
     detail = (s[:, :, 0] - s[:, :, 1] - s[:, :, 2] + s[:, :, 3]) / 2
-    return (detail.reshape(n, -1).abs().median(dim=1).values / 0.6745).reshape(n, 1, 1, 1)
+    return (detail.flatten(1).abs().median(dim=1).values / 0.6745)[:, None, None, None]
 
 
 class _Block(nn.Module):
@@ -73,7 +72,8 @@ class ShuffleGenerator(nn.Module):
             )
         self.channels = channels
         sub = 4 * channels
-        inputs = sub + int(bool(self.config.noise_level))
+        self.noise_level = bool(self.config.noise_level)
+        inputs = sub + int(self.noise_level)
         self.head = nn.Sequential(nn.Conv2d(inputs, f, 3, padding=1), nn.ReLU(inplace=True))
         n_body = depth - 2
         layers: list[nn.Module] = []
@@ -96,8 +96,8 @@ class ShuffleGenerator(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         sub = F.pixel_unshuffle(y, 2)
-        if self.config.noise_level:
+        if self.noise_level:
             sigma = estimated_sigma(sub, self.channels).to(sub.dtype)
-            sub = torch.cat([sub, sigma.expand(-1, 1, *sub.shape[-2:])], dim=1)
+            sub = torch.cat([sub, sigma * torch.ones_like(sub[:, :1])], dim=1)
         r = self.tail(self.body(self.head(sub)))
         return y - F.pixel_shuffle(r, 2).to(y.dtype)
