@@ -7,7 +7,7 @@ Usage (from the repository root)::
         runs/zoo/gray-mse-checkpoints/last --plot docs/images/learning_curves.png
 
 Each argument is a registered model name, a model file, or a checkpoint (``.../last``). A
-model trained in two stages (``--init-weights``) shows both, one after the other.
+model trained in stages (``--init-weights``) shows them all, one after the other.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from napari_wgan_denoise.models.model import full_learning_curve
 
 
 def curve_of(source: str) -> tuple[str, list[dict[str, Any]]]:
@@ -34,28 +36,8 @@ def curve_of(source: str) -> tuple[str, list[dict[str, Any]]]:
         records = meta.get("curve", [])
     else:
         label = meta.get("name", path.stem)
-        records = _after_first_stage(meta, meta.get("learning_curve", []))
+        records = full_learning_curve(meta)[1]
     return label, [r for r in records if r.get("val_psnr") is not None]
-
-
-def _after_first_stage(card: dict[str, Any], records: list[dict]) -> list[dict]:
-    """A second-stage run (``--init-weights``) starts its count at 0: put the first
-    stage's curve (kept in the card) before it, and shift its iterations and CPU time."""
-    first = card.get("training", {}).get("init_weights")
-    if not first or not first.get("learning_curve"):
-        return records
-    before = first["learning_curve"]
-    its = int(first.get("iterations") or before[-1]["iteration"])
-    cpu = float(before[-1].get("cpu_time_s") or 0.0)
-    shifted = [
-        {
-            **r,
-            "iteration": r["iteration"] + its,
-            **({"cpu_time_s": r["cpu_time_s"] + cpu} if r.get("cpu_time_s") is not None else {}),
-        }
-        for r in records
-    ]
-    return [*before, *shifted]
 
 
 def main() -> None:

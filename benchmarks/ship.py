@@ -21,12 +21,13 @@ from pathlib import Path
 
 from napari_wgan_denoise import load_model, save_model
 from napari_wgan_denoise.evaluation import evaluate
-from napari_wgan_denoise.models.model import read_card
+from napari_wgan_denoise.models.model import init_record, model_paths, read_card
 from napari_wgan_denoise.models.registry import SHIPPED_DIR
 
 
 def main() -> None:
-    """Evaluate each model on held-out data, record it in the card and copy it to weights/."""
+    """Evaluate each model on held-out data, record it in the card and copy it to weights/
+    (with the learning curves of all the stages before it, where their cards are here)."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("models", nargs="+")
     ap.add_argument("--clean", required=True)
@@ -47,6 +48,11 @@ def main() -> None:
             key = args.label if sigma is None else f"{args.label}_sigma{sigma:g}"
             results[key] = {k: row[k] for k in ("n", "psnr", "ssim", "grad_ratio", "noisy_psnr")}
             print(model.name, key, results[key])
+        init = model.card.get("training", {}).get("init_weights")
+        if init and model_paths(init["model"])[1].is_file():  # count from its first stage
+            model.card["training"]["init_weights"] = init_record(
+                init["model"], read_card(init["model"])
+            )
         metrics = dict(model.card.get("metrics") or {})
         metrics.setdefault("held_out", {}).update(results)
         kept = {}

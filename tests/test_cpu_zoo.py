@@ -264,7 +264,7 @@ def test_cpu_budget_stops_with_a_checkpoint_and_resume_finishes(folders, tmp_pat
 
 def test_a_second_stage_starts_from_a_trained_models_weights(folders, tmp_path, capsys):
     """--init-weights: a new stage (other patches, fresh schedule) from a trained model's
-    generator; its card keeps the first stage's iterations and learning curve."""
+    generator; its card keeps the earlier stages' iterations and learning curves."""
     gray, _ = folders
     base = [
         "train", "--clean", str(gray), "--noise", "gaussian:25", "--architecture", "shuffle",
@@ -281,6 +281,13 @@ def test_a_second_stage_starts_from_a_trained_models_weights(folders, tmp_path, 
     assert init["model"] == str(first) and init["iterations"] == 2
     assert [c["iteration"] for c in init["learning_curve"]] == [2]
     assert card["training"]["iterations"] == 3
+    third = tmp_path / "third"  # a third stage: the card counts from the first stage
+    argv = [*base, *small, "-o", str(third), "--iterations", "1", "--patch-size", "32"]
+    assert main([*argv, "--init-weights", str(second)]) == 0
+    init = load_model(third).card["training"]["init_weights"]
+    assert init["model"] == str(second) and init["iterations"] == 5
+    own = [c["iteration"] + 2 for c in card["learning_curve"]]
+    assert own and [c["iteration"] for c in init["learning_curve"]] == [2, *own]
     still = tmp_path / "still"  # a vanishing lr keeps the first stage's weights
     argv = [*base, *small, "-o", str(still), "--iterations", "1", "--lr", "1e-12"]
     assert main([*argv, "--init-weights", str(first)]) == 0

@@ -287,11 +287,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     trainer = Trainer(config, source, init=init, checkpoint_dir=checkpoint_dir)
     if init is not None:
-        trainer.initialised_from = {
-            "model": str(init_path),
-            "iterations": init.card.get("training", {}).get("iterations"),
-            "learning_curve": init.card.get("learning_curve", []),
-        }
+        from ..models.model import init_record
+
+        trainer.initialised_from = init_record(str(init_path), init.card)
     if resume:
         trainer.resume(resume)
     elif warm:

@@ -89,6 +89,37 @@ def card_task(card: dict[str, Any]) -> str:
         return "denoise"
 
 
+def full_learning_curve(card: dict[str, Any]) -> tuple[int | None, list[dict[str, Any]]]:
+    """A model's training length and validation records counted from the start of its first
+    stage: the curves of the models it was initialised from (``init_weights``) come first,
+    and its own follow, shifted by their iterations and CPU time."""
+    training = card.get("training", {})
+    own = list(card.get("learning_curve", []))
+    own_its = training.get("iterations")
+    first = training.get("init_weights")
+    if not first or not first.get("learning_curve"):
+        return own_its, own
+    before = first["learning_curve"]
+    its = int(first.get("iterations") or before[-1]["iteration"])
+    cpu = float(before[-1].get("cpu_time_s") or 0.0)
+    shifted = [
+        {
+            **r,
+            "iteration": r["iteration"] + its,
+            **({"cpu_time_s": r["cpu_time_s"] + cpu} if r.get("cpu_time_s") is not None else {}),
+        }
+        for r in own
+    ]
+    return (its + own_its if own_its is not None else None), [*before, *shifted]
+
+
+def init_record(source: str, card: dict[str, Any]) -> dict[str, Any]:
+    """What a card records of the model whose weights started its training: where it came
+    from, and its iterations and learning curve over all its own stages."""
+    iterations, curve = full_learning_curve(card)
+    return {"model": str(source), "iterations": iterations, "learning_curve": curve}
+
+
 def _config_dict(network: nn.Module) -> dict[str, Any]:
     cfg = getattr(network, "config", None)
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
