@@ -50,6 +50,7 @@ from .lazy import (
     _multiscales,
     _partial_path,
     _remove,
+    _remove_settled,
     create_output,
     is_zarr_path,
     open_zarr,
@@ -293,7 +294,7 @@ def _zarr_on(
                 progress(done, len(futures))
     except BaseException:
         client.cancel(futures)
-        _remove(tmp)
+        _remove_settled(tmp)
         raise
     return publish(tmp, dst)
 

@@ -28,6 +28,7 @@ import importlib
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,21 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _remove_settled(path: Path, timeout: float = 5.0) -> None:
+    """Remove an interrupted partial store for good: zarr 3 writes chunks from its own
+    I/O thread, and a write still in flight when Ctrl-C / SIGTERM reaches the main thread
+    can recreate the store's folders after a first removal."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 3 and time.monotonic() < deadline:
+        if path.exists() or path.is_symlink():
+            _remove(path)
+            quiet = 0
+        else:
+            quiet += 1
+        time.sleep(0.05)
+
+
 def create_output(
     store: Any, *, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any, like: Any = None
 ) -> tuple[Any, str | None]:
@@ -426,7 +442,7 @@ def denoise_lazy(
             state["planes_done"] += planes
     except BaseException:
         if tmp is not None:
-            _remove(tmp)
+            _remove_settled(tmp)
         raise
 
     if final is not None and tmp is not None:
