@@ -73,3 +73,39 @@ def test_estimated_sigma_reads_gaussian_noise_per_image():
     sigma = estimated_sigma(F.pixel_unshuffle(y[:, None], 2), 1).flatten()
     assert sigma.shape == (2,)
     assert abs(sigma[0] - 0.02) < 0.002 and abs(sigma[1] - 0.1) < 0.01, sigma
+
+
+def test_sigma_map_is_the_global_estimate_for_gaussian_noise():
+    import torch.nn.functional as F
+
+    from napari_wgan_denoise.models.shuffle import estimated_sigma, sigma_map
+
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 128).expand(128, 128)
+    y = torch.stack([ramp + s * torch.randn(128, 128, generator=g) for s in (0.02, 0.1)])
+    sub = F.pixel_unshuffle(y[:, None], 2)
+    maps = sigma_map(sub, 1)
+    assert maps.shape == (2, 1, 64, 64)
+    assert torch.equal(maps, estimated_sigma(sub, 1).expand_as(maps))
+
+
+def test_sigma_map_follows_poisson_gaussian_noise():
+    import torch.nn.functional as F
+
+    from napari_wgan_denoise.models.shuffle import estimated_sigma, sigma_map
+
+    g = torch.Generator().manual_seed(0)
+    # A dark background (70 % of the image) and a bright band, shot noise at peak 100.
+    clean = torch.full((1, 3, 128, 128), 0.02)
+    clean[..., 90:, :] = 0.8
+    peak, read = 100.0, 0.01
+    noisy = torch.poisson(clean * peak, generator=g) / peak
+    noisy = noisy + read * torch.randn(clean.shape, generator=g)
+    sub = F.pixel_unshuffle(noisy, 2)
+    maps = sigma_map(sub, 3)[0, 0]
+    dark, bright = maps[5:35].median(), maps[50:].median()
+    expected_bright = (0.8 / peak + read**2) ** 0.5
+    assert abs(bright - expected_bright) < 0.25 * expected_bright, (bright, expected_bright)
+    assert dark < 0.5 * bright
+    # One global number reads the dark background and under-reads the bright band.
+    assert estimated_sigma(sub, 3).item() < 0.5 * expected_bright
