@@ -25,6 +25,19 @@ from napari_wgan_denoise.models.model import init_record, model_paths, read_card
 from napari_wgan_denoise.models.registry import SHIPPED_DIR
 
 
+def recomposed_card(path: str, depth: int = 0) -> dict:
+    """The card at ``path`` with its ``init_weights`` record rebuilt, stage by stage, from
+    the cards of the models it was initialised from where they are on disk (a card trained
+    from a model that was itself not yet recomposed records only that model's own stages)."""
+    card = read_card(path)
+    init = card.get("training", {}).get("init_weights")
+    if init and depth < 16 and model_paths(init["model"])[1].is_file():
+        card["training"]["init_weights"] = init_record(
+            init["model"], recomposed_card(init["model"], depth + 1)
+        )
+    return card
+
+
 def main() -> None:
     """Evaluate each model on held-out data, record it in the card and copy it to weights/
     (with the learning curves of all the stages before it, where their cards are here)."""
@@ -51,7 +64,7 @@ def main() -> None:
         init = model.card.get("training", {}).get("init_weights")
         if init and model_paths(init["model"])[1].is_file():  # count from its first stage
             model.card["training"]["init_weights"] = init_record(
-                init["model"], read_card(init["model"])
+                init["model"], recomposed_card(init["model"])
             )
         metrics = dict(model.card.get("metrics") or {})
         metrics.setdefault("held_out", {}).update(results)
