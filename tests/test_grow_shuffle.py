@@ -109,3 +109,30 @@ def test_sigma_map_follows_poisson_gaussian_noise():
     assert dark < 0.5 * bright
     # One global number reads the dark background and under-reads the bright band.
     assert estimated_sigma(sub, 3).item() < 0.5 * expected_bright
+
+
+def test_noise_level_network_traces_for_other_image_sizes():
+    """The map is built from tensor operations only, so a TorchScript trace (bioimage.io
+    export) follows the data and the image size instead of baking in the traced ones."""
+    import warnings
+
+    from napari_wgan_denoise.models.shuffle import ShuffleConfig, ShuffleGenerator
+
+    torch.manual_seed(0)
+    net = ShuffleGenerator(1, ShuffleConfig(features=8, depth=3, noise_level=True)).eval()
+    torch.nn.init.normal_(net.tail.weight, std=0.1)
+    torch.nn.init.normal_(net.head[0].weight, std=0.3)
+    g = torch.Generator().manual_seed(0)
+
+    def frame(h: int, w: int, peak: float) -> torch.Tensor:
+        clean = torch.full((1, 1, h, w), 0.02)
+        clean[..., h // 2 :, :] = 0.8
+        return torch.poisson(clean * peak, generator=g) / peak
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net, frame(64, 64, 100.0))
+    with torch.no_grad():
+        for h, w, peak in ((96, 160, 30.0), (128, 72, 300.0)):
+            y = frame(h, w, peak)
+            assert torch.allclose(traced(y), net(y), atol=1e-6)

@@ -66,25 +66,37 @@ def sigma_map(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5)
     """
     detail, mean = _haar(sub, channels)
     mean = F.avg_pool2d(mean, smooth, 1, smooth // 2, count_include_pad=False).mean(1)
-    maps = []
-    for d, m in zip(detail, mean):
-        d, flat = d.flatten(1), m.flatten()
-        n_bins = min(bins, flat.numel() // 64)
-        glob = d.abs().median() / 0.6745
-        if n_bins < 2:
-            maps.append(glob.expand_as(m))
-            continue
-        chunks = torch.tensor_split(torch.argsort(flat), n_bins)
-        levels = torch.stack([flat[c].median() for c in chunks])
-        var = torch.stack([d[:, c].abs().median() for c in chunks]) / 0.6745
-        var = var**2
-        design = torch.stack([levels, torch.ones_like(levels)], 1)
-        slope, offset = torch.linalg.lstsq(design, var[:, None]).solution[:, 0].tolist()
-        if not slope * float(levels[-1] - levels[0]) > 0.5 * float(glob) ** 2:
-            maps.append(glob.expand_as(m))
-            continue
-        maps.append((slope * m + max(offset, 0.0)).clamp_min((glob / 4) ** 2).sqrt())
-    return torch.stack(maps)[:, None]
+    flat, mag = mean.flatten(1), detail.flatten(2).abs()  # (N, P), (N, C, P)
+    glob = mag.flatten(1).median(dim=1).values / 0.6745
+    # equal-count bins of the local mean; tensor operations only, so that the network
+    # traces (TorchScript export) for any image size
+    sorted_mean, order = flat.sort(dim=1)
+    positions = torch.arange(flat.shape[1], device=flat.device)
+    which = positions * bins // flat.shape[1]  # the bin of each sorted position
+    counts = torch.zeros(bins, device=flat.device).index_add_(
+        0, which, torch.ones_like(positions, dtype=torch.float32)
+    )
+    per_bin = counts.long()
+    levels = sorted_mean[:, torch.cumsum(per_bin, 0) - per_bin + per_bin // 2]  # bin medians
+    # the median |detail| of each bin, over its pixels in every channel: sort by bin, then
+    # by magnitude (scaled below 1), and read each bin's middle element
+    bin_of = torch.empty_like(order).scatter_(1, order, which.expand_as(order))
+    keys = bin_of[:, None, :].expand_as(mag).flatten(1)
+    values = mag.flatten(1)
+    scale = values.max(dim=1, keepdim=True).values.clamp_min(1e-12) / 0.999
+    ranked = (keys + values / scale).sort(dim=1).values
+    per_bin = per_bin * channels
+    middle = torch.cumsum(per_bin, 0) - per_bin + per_bin // 2
+    median = (ranked[:, middle] - torch.arange(bins, device=flat.device)) * scale
+    var = (median / 0.6745) ** 2
+    # least-squares line through (level, variance), and whether it changes enough to matter
+    dl = levels - levels.mean(1, keepdim=True)
+    slope = (dl * (var - var.mean(1, keepdim=True))).sum(1) / (dl**2).sum(1).clamp_min(1e-20)
+    offset = (var.mean(1) - slope * levels.mean(1)).clamp_min(0.0)
+    use = slope * (levels[:, -1] - levels[:, 0]) > 0.5 * glob**2
+    glob, slope, offset = glob[:, None, None], slope[:, None, None], offset[:, None, None]
+    fitted = (slope * mean + offset).clamp_min((glob / 4) ** 2).sqrt()
+    return torch.where(use[:, None, None], fitted, glob.expand_as(mean))[:, None]
 
 
 class _Block(nn.Module):
