@@ -61,11 +61,10 @@ def main() -> None:
             key = args.label if sigma is None else f"{args.label}_sigma{sigma:g}"
             results[key] = {k: row[k] for k in ("n", "psnr", "ssim", "grad_ratio", "noisy_psnr")}
             print(model.name, key, results[key])
-        init = model.card.get("training", {}).get("init_weights")
-        if init and model_paths(init["model"])[1].is_file():  # count from its first stage
-            model.card["training"]["init_weights"] = init_record(
-                init["model"], recomposed_card(init["model"])
-            )
+        on_disk = model_paths(path)[1].is_file()
+        rebuilt = recomposed_card(path)["training"].get("init_weights") if on_disk else None
+        if rebuilt:  # count from its first stage
+            model.card["training"]["init_weights"] = rebuilt
         metrics = dict(model.card.get("metrics") or {})
         metrics.setdefault("held_out", {}).update(results)
         kept = {}

@@ -73,11 +73,12 @@ def sigma_map(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5)
     sorted_mean, order = flat.sort(dim=1)
     positions = torch.arange(flat.shape[1], device=flat.device)
     which = positions * bins // flat.shape[1]  # the bin of each sorted position
-    counts = torch.zeros(bins, device=flat.device).index_add_(
-        0, which, torch.ones_like(positions, dtype=torch.float32)
-    )
-    per_bin = counts.long()
-    levels = sorted_mean[:, torch.cumsum(per_bin, 0) - per_bin + per_bin // 2]  # bin medians
+    per_bin = torch.bincount(which, minlength=bins)
+
+    def middles(counts: torch.Tensor) -> torch.Tensor:  # each bin's middle sorted position
+        return torch.cumsum(counts, 0) - counts + counts // 2
+
+    levels = sorted_mean[:, middles(per_bin)]  # bin medians
     # the median |detail| of each bin, over its pixels in every channel: sort by bin, then
     # by magnitude (scaled below 1), and read each bin's middle element
     bin_of = torch.empty_like(order).scatter_(1, order, which.expand_as(order))
@@ -85,9 +86,8 @@ def sigma_map(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5)
     values = mag.flatten(1)
     scale = values.max(dim=1, keepdim=True).values.clamp_min(1e-12) / 0.999
     ranked = (keys + values / scale).sort(dim=1).values
-    per_bin = per_bin * channels
-    middle = torch.cumsum(per_bin, 0) - per_bin + per_bin // 2
-    median = (ranked[:, middle] - torch.arange(bins, device=flat.device)) * scale
+    median = ranked[:, middles(per_bin * channels)] - torch.arange(bins, device=flat.device)
+    median = median * scale
     var = (median / 0.6745) ** 2
     # least-squares line through (level, variance), and whether it changes enough to matter
     dl = levels - levels.mean(1, keepdim=True)
