@@ -130,6 +130,7 @@ def test_finetune_never_overwrites_the_card_or_a_user_model(files, _user_models,
         (["--iterations", "0"], EXIT_USAGE, "iterations must be at least 1, got 0"),
         (["--iterations", "-5"], EXIT_USAGE, "iterations must be at least 1, got -5"),
         (["--batch-size", "0"], EXIT_USAGE, "batch_size must be at least 1"),
+        (["--average", "1"], EXIT_USAGE, "average is the decay of the weight average"),
     ],
 )
 def test_finetune_usage_errors(files, extra, code, fragment):

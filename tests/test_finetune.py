@@ -102,6 +102,7 @@ def test_roi_and_stop_returns_best(tiny_gray, rng):
         (dict(mode="bogus"), "mode must be one of"),
         (dict(mode="paired", clean=np.zeros((2, 8, 8))), "must match"),
         (dict(mode="two-stage", roi=np.zeros((64, 64), bool)), "ROI mask is empty"),
+        (dict(mode="n2n", axis=0, average=1.0), "decay of the weight average"),
     ],
 )
 def test_bad_input(tiny_gray, rng, kwargs, match):
@@ -157,3 +158,33 @@ def test_batch_norm_statistics_are_frozen(tiny_unet, rng):
     model = finetune(tiny_unet, noisy, mode="paired", clean=clean, save=False, **SMALL)
     after = {k: v for k, v in model.network.state_dict().items() if "running" in k}
     assert before and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_weight_average_is_validated_kept_and_restored():
+    import torch
+
+    from napari_wgan_denoise.training.finetune.loop import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    start = net.weight.detach().clone()
+    average = WeightAverage(net, 0.75)
+    with torch.no_grad():
+        net.weight.add_(4.0)
+    average.update()
+    trained = net.weight.detach().clone()
+    with average.applied():  # validation and previews see the average
+        assert torch.allclose(net.weight, start + 1.0)
+    assert torch.equal(net.weight, trained)  # training goes on from its own weights
+
+
+def test_paired_keeps_a_weight_average_by_default(tiny_gray, rng):
+    noisy, clean = _stack(rng, n=3)
+    model = finetune(tiny_gray, noisy, mode="paired", clean=clean, save=False, iterations=50)
+    ft = model.card["finetune"]
+    assert ft["weight_average"] == 0.95
+    assert [h["iteration"] for h in ft["history"]] == [0, 25, 50]  # scored every 25
+    off = finetune(tiny_gray, noisy, mode="paired", clean=clean, save=False, average=0, **SMALL)
+    assert off.card["finetune"]["weight_average"] == 0
+    n2n = finetune(tiny_gray, noisy, mode="n2n", axis=0, save=False, iterations=50)
+    assert n2n.card["finetune"]["weight_average"] is None
+    assert [h["iteration"] for h in n2n.card["finetune"]["history"]] == [0, 50]

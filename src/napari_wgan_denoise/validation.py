@@ -433,10 +433,11 @@ def check_training_length(
     patch_size: Any = 32,
     time_budget: Any = None,
     val_every: Any = 1,
+    average: Any = None,
 ) -> None:
     """Check the length and batch options of a fine-tuning run before any data is touched:
     ``iterations``, ``stages``, ``batch_size``, ``val_every`` >= 1, ``patch_size`` >= 8,
-    ``time_budget`` > 0 when given."""
+    ``time_budget`` > 0 when given, ``average`` (a weight-average decay) in [0, 1)."""
     check_int(iterations, "iterations", minimum=1)
     check_int(stages, "stages", minimum=1)
     check_int(batch_size, "batch_size", minimum=1)
@@ -444,6 +445,11 @@ def check_training_length(
     check_int(val_every, "val_every", minimum=1)
     if time_budget is not None:
         check_number(time_budget, "time_budget", positive=True)
+    if average is not None and not 0 <= check_number(average, "average") < 1:
+        raise InvalidSetting(
+            f"average is the decay of the weight average, from 0 (off) to below 1 "
+            f"(e.g. 0.95), got {average!r}."
+        )
 
 
 def check_finetune_base(model: Any) -> None:

@@ -83,6 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr", type=float)
     p.add_argument("--adversarial-weight", type=float)
+    p.add_argument(
+        "--average",
+        type=float,
+        help="decay of the weight average that is validated and kept (0: the latest weights; "
+        "default: the mode's, 0.95 for paired)",
+    )
     p.add_argument("--stages", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -124,6 +130,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         batch_size=1 if args.batch_size is None else args.batch_size,
         patch_size=32 if args.patch_size is None else args.patch_size,
         time_budget=args.time_budget,
+        average=args.average,
     )
     bar = progress_bar(
         total=iterations * max(1, args.stages), unit="it", quiet=args.quiet, wide=True
@@ -160,6 +167,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 ss_loss=args.ss_loss,
                 structured=args.structured,
                 surrogates=args.surrogates,
+                average=args.average,
                 device=args.device,
                 seed=args.seed,
                 name=args.name or weights.stem,

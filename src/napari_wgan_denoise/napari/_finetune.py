@@ -78,9 +78,8 @@ class FinetuneWidget(RunnerWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
         #: Training options passed to the core that have no control (for scripts and tests).
-        #: (Patch and batch sizes default per mode, chosen for speed in the core.)
+        #: (Patch and batch sizes and the validation interval default per mode in the core.)
         self.train_options: dict[str, Any] = {
-            "val_every": 50,
             "seed": 0,
         }
         #: Name of the last model this widget saved, and that model's card.

@@ -30,7 +30,10 @@ class FinetuneConfig:
     of a short self-supervised fine-tune). ``preview_every`` defaults to a tenth of the
     run. ``noise_check`` runs the noise check first (in the noisy-only
     modes, self-supervised and two-stage) and reports it (progress
-    ``"noise_check"``, the model card).
+    ``"noise_check"``, the model card). ``val_every`` (None: the mode's, 50; paired 25) is how
+    often the held-out data is scored. ``average`` (a decay, e.g. 0.95; None: the mode's
+    default, 0.95 for paired; 0: off) validates, previews and keeps a moving average of
+    the weights instead of the latest ones.
     """
 
     mode: str
@@ -43,7 +46,7 @@ class FinetuneConfig:
     stages: int = 1
     device: str = "auto"
     seed: int = 0
-    val_every: int = 50
+    val_every: int | None = None
     preview_every: int | None = None
     axis: int | None = None
     axes: str | None = None
@@ -54,6 +57,7 @@ class FinetuneConfig:
     structured: bool | None = None
     surrogates: str | None = None
     noise_check: bool = True
+    average: float | None = None
 
     @classmethod
     def from_options(cls, mode: str, **options: Any) -> FinetuneConfig:

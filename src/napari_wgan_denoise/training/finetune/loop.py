@@ -7,10 +7,12 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import torch
 
 from ...inference.denoise import as_model
 from ...models.model import DenoiseModel
@@ -28,6 +30,41 @@ from .noise import noise_check
 from .strategies import Strategy, strategy_for
 
 ProgressFn = Callable[[dict[str, Any]], Any]
+
+
+class WeightAverage:
+    """An exponential moving average of the generator's weights, updated after every
+    step; validation, previews and the kept weights use it, so that one batch that kicks
+    the weights (a bright patch of real data: ten times the loss of the dark ones) does
+    not decide which iteration is kept."""
+
+    def __init__(self, network: torch.nn.Module, decay: float) -> None:
+        self.network, self.decay = network, float(decay)
+        self.state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+    def update(self) -> None:
+        """Fold the current weights into the average."""
+        with torch.no_grad():
+            for k, v in self.network.state_dict().items():
+                if v.is_floating_point():
+                    self.state[k].mul_(self.decay).add_(v, alpha=1.0 - self.decay)
+                else:
+                    self.state[k].copy_(v)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the network for the duration, then the trained ones."""
+        current = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+        self.network.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            self.network.load_state_dict(current)
+
+
+@contextmanager
+def _as_is() -> Iterator[None]:
+    yield
 
 
 def _session(
@@ -95,6 +132,7 @@ def run_finetune(
         patch_size=patch_size,
         time_budget=config.time_budget,
         val_every=config.val_every,
+        average=config.average,
     )
     if config.save and config.name is not None:
         check_model_name(config.name, overwrite=config.overwrite)
@@ -126,8 +164,14 @@ def run_finetune(
     strategy.prepare(s)  # may set the length (self-supervised: the loss the check picked)
     total_it = max(1, int(config.iterations)) * max(1, int(config.stages))
     if progress is not None and report is not None:
-        progress({"iteration": 0, "total": total_it, "noise_check": report.as_dict(),
-                  "message": report.message()})
+        progress(
+            {
+                "iteration": 0,
+                "total": total_it,
+                "noise_check": report.as_dict(),
+                "message": report.message(),
+            }
+        )
     loss = strategy.loss()
     cfg = TrainConfig(
         architecture=model.architecture,
@@ -168,6 +212,7 @@ def run_finetune(
             "lr": loss.lr,
             "adversarial_weight": loss.alpha,
             "stages": config.stages,
+            "weight_average": config.average,
             "patch_size": cfg.patch_size,
             "batch_size": batch_size,
             "precision": "bf16" if trainer.amp else "fp32",
@@ -207,6 +252,8 @@ def _loop(
     ``val_every`` iterations keeping the best weights (or the latest, as the strategy
     says), report progress and the preview. Returns what the model card records."""
     config = strategy.config
+    average = WeightAverage(trainer.generator, config.average) if config.average else None
+    evaluated = average.applied if average is not None else _as_is
     metric, before = strategy.validate(s, targets)
     higher_better = metric == "val_psnr"
     best = {"value": before, "iteration": 0, "state": copy.deepcopy(trainer.generator.state_dict())}
@@ -232,6 +279,8 @@ def _loop(
             trainer.source = strategy.source(s, targets)
         t0, c0 = time.perf_counter(), time.process_time()
         st = trainer.step()
+        if average is not None:
+            average.update()
         timed.append(time.perf_counter() - t0)
         cpu_timed.append(time.process_time() - c0)
         info: dict[str, Any] = {
@@ -242,13 +291,14 @@ def _loop(
             "metric": metric,
         }
         if it % config.val_every == 0 or it == total:
-            _, value = strategy.validate(s, targets)
-            info[metric] = value
-            history.append({"iteration": it, metric: value, "loss": st.g_loss})
-            better = value > best["value"] if higher_better else value < best["value"]
-            if strategy.keep_latest(metric) or better:
-                state = copy.deepcopy(trainer.generator.state_dict())
-                best = {"value": value, "iteration": it, "state": state}
+            with evaluated():
+                _, value = strategy.validate(s, targets)
+                info[metric] = value
+                history.append({"iteration": it, metric: value, "loss": st.g_loss})
+                better = value > best["value"] if higher_better else value < best["value"]
+                if strategy.keep_latest(metric) or better:
+                    state = copy.deepcopy(trainer.generator.state_dict())
+                    best = {"value": value, "iteration": it, "state": state}
         if len(timed) >= 4:  # the first steps warm up; then estimate the rest of the run
             per_it = float(np.median(timed[1:]))
             info["seconds_per_iteration"] = per_it
@@ -257,17 +307,19 @@ def _loop(
                 left = min(left, max(0.0, config.time_budget - (time.perf_counter() - start)))
             info["eta_s"] = left
         if preview is not None and (it % preview_every == 0 or it == total):
-            info["preview"] = s.preview(preview)
+            with evaluated():
+                info["preview"] = s.preview(preview)
         if progress is not None:
             progress(info)
     last = trainer.iteration
     if stopped and last > best["iteration"] and history[-1]["iteration"] < last:
-        _, value = strategy.validate(s, targets)  # stopped between validations: score it too
-        history.append({"iteration": last, metric: value})
-        better = value > best["value"] if higher_better else value < best["value"]
-        if strategy.keep_latest(metric) or better:
-            state = copy.deepcopy(trainer.generator.state_dict())
-            best = {"value": value, "iteration": last, "state": state}
+        with evaluated():  # stopped between validations: score it too
+            _, value = strategy.validate(s, targets)
+            history.append({"iteration": last, metric: value})
+            better = value > best["value"] if higher_better else value < best["value"]
+            if strategy.keep_latest(metric) or better:
+                state = copy.deepcopy(trainer.generator.state_dict())
+                best = {"value": value, "iteration": last, "state": state}
     wall = time.perf_counter() - start
     return {
         "metric": metric,
