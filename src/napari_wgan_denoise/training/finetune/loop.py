@@ -8,7 +8,7 @@ import copy
 import datetime as _dt
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -60,11 +60,6 @@ class WeightAverage:
             yield
         finally:
             self.network.load_state_dict(current)
-
-
-@contextmanager
-def _as_is() -> Iterator[None]:
-    yield
 
 
 def _session(
@@ -253,11 +248,24 @@ def _loop(
     says), report progress and the preview. Returns what the model card records."""
     config = strategy.config
     average = WeightAverage(trainer.generator, config.average) if config.average else None
-    evaluated = average.applied if average is not None else _as_is
+    evaluated = average.applied if average is not None else nullcontext
     metric, before = strategy.validate(s, targets)
     higher_better = metric == "val_psnr"
     best = {"value": before, "iteration": 0, "state": copy.deepcopy(trainer.generator.state_dict())}
     history: list[dict[str, Any]] = [{"iteration": 0, metric: before}]
+
+    def score(iteration: int, **record: Any) -> float:
+        """Validate the weights that would be kept, record it, and keep them if better."""
+        nonlocal best
+        with evaluated():
+            _, value = strategy.validate(s, targets)
+            history.append({"iteration": iteration, metric: value, **record})
+            better = value > best["value"] if higher_better else value < best["value"]
+            if strategy.keep_latest(metric) or better:
+                state = copy.deepcopy(trainer.generator.state_dict())
+                best = {"value": value, "iteration": iteration, "state": state}
+        return value
+
     start = time.perf_counter()
     stopped = None
     total = trainer.config.iterations
@@ -291,14 +299,7 @@ def _loop(
             "metric": metric,
         }
         if it % config.val_every == 0 or it == total:
-            with evaluated():
-                _, value = strategy.validate(s, targets)
-                info[metric] = value
-                history.append({"iteration": it, metric: value, "loss": st.g_loss})
-                better = value > best["value"] if higher_better else value < best["value"]
-                if strategy.keep_latest(metric) or better:
-                    state = copy.deepcopy(trainer.generator.state_dict())
-                    best = {"value": value, "iteration": it, "state": state}
+            info[metric] = score(it, loss=st.g_loss)
         if len(timed) >= 4:  # the first steps warm up; then estimate the rest of the run
             per_it = float(np.median(timed[1:]))
             info["seconds_per_iteration"] = per_it
@@ -313,13 +314,7 @@ def _loop(
             progress(info)
     last = trainer.iteration
     if stopped and last > best["iteration"] and history[-1]["iteration"] < last:
-        with evaluated():  # stopped between validations: score it too
-            _, value = strategy.validate(s, targets)
-            history.append({"iteration": last, metric: value})
-            better = value > best["value"] if higher_better else value < best["value"]
-            if strategy.keep_latest(metric) or better:
-                state = copy.deepcopy(trainer.generator.state_dict())
-                best = {"value": value, "iteration": last, "state": state}
+        score(last)  # stopped between validations: score it too
     wall = time.perf_counter() - start
     return {
         "metric": metric,
