@@ -136,3 +136,33 @@ def test_noise_level_network_traces_for_other_image_sizes():
         for h, w, peak in ((96, 160, 30.0), (128, 72, 300.0)):
             y = frame(h, w, peak)
             assert torch.allclose(traced(y), net(y), atol=1e-6)
+
+
+def test_sigma_map_bin_medians_match_a_plain_reference():
+    """The map's per-bin medians (a padded selection per bin, not one big sort) are those of
+    a plain numpy computation: equal-count bins of the smoothed local mean, and the middle
+    |diagonal Haar detail| of each bin over all its pixels and channels."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from napari_wgan_denoise.models.shuffle import _haar, sigma_map
+
+    g = torch.Generator().manual_seed(3)
+    # a dark-to-bright ramp under Poisson noise; 23 x 31 sub-images: bins of unequal size
+    clean = torch.linspace(0.01, 1.0, 62).expand(1, 3, 46, 62)
+    y = torch.poisson(clean * 20, generator=g) / 20
+    sub = F.pixel_unshuffle(y, 2)
+    detail, mean = _haar(sub, 3)
+    mean = F.avg_pool2d(mean, 5, 1, 2, count_include_pad=False).mean(1)[0].flatten().numpy()
+    mag = detail[0].abs().flatten(1).numpy()  # (C, P)
+    order = np.argsort(mean, kind="stable")
+    which = np.arange(order.size) * 16 // order.size  # the bin of each sorted position
+    bins = [order[which == k] for k in range(16)]  # 45 or 44 pixels each
+    levels = np.array([np.sort(mean[b])[len(b) // 2] for b in bins])
+    medians = np.array([np.sort(mag[:, b].ravel())[mag[:, b].size // 2] for b in bins])
+    var = (medians / 0.6745) ** 2
+    slope, offset = np.polyfit(levels, var, 1)
+    got = sigma_map(sub, 3)[0, 0].numpy()
+    want = np.sqrt(np.maximum(slope * mean + max(offset, 0), 0)).reshape(got.shape)
+    assert slope > 0  # the signal-dependent branch is the one compared
+    np.testing.assert_allclose(got, want, rtol=1e-3)

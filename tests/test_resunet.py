@@ -11,7 +11,7 @@ import torch
 from napari_wgan_denoise import denoise
 from napari_wgan_denoise.data.datasets import make_source
 from napari_wgan_denoise.inference.optimise import fold_batch_norm
-from napari_wgan_denoise.inference.tiling import BLEND, round_up
+from napari_wgan_denoise.inference.tiling import EDGE_BORDER, round_up
 from napari_wgan_denoise.models import (
     ARCHITECTURES,
     build_critic,
@@ -175,12 +175,13 @@ def test_trained_model_round_trip_and_folded_inference(clean_dir, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.network(x), net(x))
 
-    # denoise() (BN folded, tiled, mirror padded) equals a plain eval-mode forward of the
-    # same mirror-padded plane: float input with value_range=(0, 1) is passed unscaled.
+    # denoise() (BN folded, tiled) equals a plain eval-mode forward of the plane with its
+    # edges padded as the tiles pad them (EDGE_BORDER, then mirrored up to the size
+    # multiple): float input with value_range=(0, 1) is passed unscaled.
     img = np.random.default_rng(1).random((30, 45)).astype(np.float32)
     out = denoise(img, loaded, value_range=(0.0, 1.0), device="cpu")
-    mult, radius = net.size_multiple, net.receptive_radius
-    pad = round_up(radius + BLEND, mult)
+    mult = net.size_multiple
+    pad = round_up(EDGE_BORDER, mult)
     padded = np.pad(img, ((pad, pad + (-30) % mult), (pad, pad + (-45) % mult)), mode="reflect")
     with torch.no_grad():
         ref = net(torch.from_numpy(padded)[None, None])[0, 0, pad : pad + 30, pad : pad + 45]

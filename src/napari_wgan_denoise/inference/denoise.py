@@ -19,12 +19,15 @@ from .augment import DihedralEnsemble
 from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
-from .tiling import BLEND, count_tiles, round_up, run_tiled
+from .tiling import BLEND, EDGE_BORDER, count_tiles, round_up, run_tiled
 
 ProgressFn = Callable[[float, int], Any]
 
-DEFAULT_TILE = {"cpu": 1024, "cuda": 1024, "mps": 512}
-PIXELS_PER_BATCH = {"cpu": 1 << 20, "cuda": 1 << 23, "mps": 1 << 21}
+#: Tile edge and pixels per batch by device. On the CPU one 512 px tile at a time was the
+#: fastest on 1-2 MP and 4 MP planes (docs/benchmarks.md §7j): bigger tiles or batches
+#: leave the caches.
+DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
+PIXELS_PER_BATCH = {"cpu": 1 << 18, "cuda": 1 << 23, "mps": 1 << 21}
 
 
 @dataclass(frozen=True)
@@ -208,11 +211,13 @@ def denoise(
     for uint8 input; ``value_range=(low, high)`` fixes it explicitly. Integer outputs are
     rounded and clipped to their dtype's range; float outputs are not clipped.
 
-    Planes are cut into ``tile_size`` tiles (default 1024) that share
+    Planes are cut into ``tile_size`` tiles (default 512 on the CPU, else 1024) that share
     ``overlap`` pixels of context on every side (default: the model's receptive radius plus
     a blend band), cross-faded and run in batches; the result does not depend on the tile
-    size. ``device`` is ``"auto"`` (cuda, mps, cpu) or an explicit torch device; on running
-    out of memory the batch, then the tile, is halved and the plane retried.
+    size. At the plane's own edges the network pads with zeros, as it did at the edges of
+    its training patches (no mirrored frame). ``device`` is ``"auto"`` (cuda, mps, cpu) or
+    an explicit torch device; on running out of memory the batch, then the tile, is halved
+    and the plane retried.
     ``progress(done, total)`` is called as tiles finish (and, with a fractional ``done``,
     while a batch of tiles runs); ``cancel`` is checked before every layer of the network,
     and when ``cancel.is_set()`` becomes true the call stops with
@@ -269,6 +274,7 @@ def denoise(
     if tile < 8:
         raise ValueError(f"tile_size must be at least 8 pixels, got {tile}.")
     tile = max(round_up(tile, multiple), 2 * overlap + max(2 * BLEND, multiple))
+    border = EDGE_BORDER
 
     height, width = view.shape[plan.n_leading], view.shape[plan.n_leading + 1]
     leading = view.shape[: plan.n_leading]
@@ -282,7 +288,10 @@ def denoise(
             return max(1, int(batch_size))
         return max(1, min(64, PIXELS_PER_BATCH.get(dev.type, 1 << 20) // (t * t)))
 
-    state = {"done": 0, "total": n_planes * count_tiles(height, width, tile, overlap, multiple)}
+    state = {
+        "done": 0,
+        "total": n_planes * count_tiles(height, width, tile, overlap, multiple, border),
+    }
 
     def on_batch(n: int) -> None:
         state["done"] += n
@@ -319,6 +328,7 @@ def denoise(
                         on_batch=on_batch,
                         cancel=cancel,
                         on_part=on_part,
+                        border=border,
                     )
                     break
                 except Cancelled:
@@ -339,7 +349,7 @@ def denoise(
                         ) from exc
                     state["done"] = done_before
                     state["total"] = done_before + (n_planes - plane_no) * count_tiles(
-                        height, width, tile, overlap, multiple
+                        height, width, tile, overlap, multiple, border
                     )
             del x
             y = np.moveaxis(y, 0, -1) if plan.rgb else y[0]

@@ -71,23 +71,26 @@ def sigma_map(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5)
     # equal-count bins of the local mean; tensor operations only, so that the network
     # traces (TorchScript export) for any image size
     sorted_mean, order = flat.sort(dim=1)
-    positions = torch.arange(flat.shape[1], device=flat.device)
-    which = positions * bins // flat.shape[1]  # the bin of each sorted position
+    n = flat.shape[1]
+    positions = torch.arange(n, device=flat.device)
+    which = positions * bins // n  # the bin of each sorted position
     per_bin = torch.bincount(which, minlength=bins)
-
-    def middles(counts: torch.Tensor) -> torch.Tensor:  # each bin's middle sorted position
-        return torch.cumsum(counts, 0) - counts + counts // 2
-
-    levels = sorted_mean[:, middles(per_bin)]  # bin medians
-    # the median |detail| of each bin, over its pixels in every channel: sort by bin, then
-    # by magnitude (scaled below 1), and read each bin's middle element
-    bin_of = torch.empty_like(order).scatter_(1, order, which.expand_as(order))
-    keys = bin_of[:, None, :].expand_as(mag).flatten(1)
-    values = mag.flatten(1)
-    scale = values.max(dim=1, keepdim=True).values.clamp_min(1e-12) / 0.999
-    ranked = (keys + values / scale).sort(dim=1).values
-    median = ranked[:, middles(per_bin * channels)] - torch.arange(bins, device=flat.device)
-    median = median * scale
+    starts = torch.cumsum(per_bin, 0) - per_bin
+    levels = sorted_mean[:, starts + per_bin // 2]  # bin medians
+    # the median |detail| of each bin over its pixels in every channel (the middle element,
+    # upper for even counts): one row per bin holds the bin's values, with -inf before and
+    # +inf after them so that the row's median is that element (a selection per row, not a
+    # sort of every value: 40 % of the map's time on RGB)
+    row = (n + bins - 1) // bins * channels + 1
+    below = (row - 1) // 2 - per_bin * channels // 2
+    slot_sorted = which * row + below[which] + (positions - starts[which]) * channels
+    slot = torch.empty_like(order).scatter_(1, order, slot_sorted.expand_as(order))
+    slot = slot[:, None, :] + torch.arange(channels, device=flat.device)[None, :, None]
+    cols = torch.arange(row, device=flat.device)
+    pads = torch.where(cols[None, :] < below[:, None], float("-inf"), float("inf"))
+    table = pads.to(mag.dtype).flatten()[None].repeat(mag.shape[0], 1)
+    table = table.scatter(1, slot.flatten(1), mag.flatten(1)).unflatten(1, (bins, row))
+    median = table.median(dim=2).values
     var = (median / 0.6745) ** 2
     # least-squares line through (level, variance), and whether it changes enough to matter
     dl = levels - levels.mean(1, keepdim=True)
