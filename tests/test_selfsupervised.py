@@ -398,3 +398,25 @@ def test_iterations_default_per_mode():
     assert strategy_for(FinetuneConfig(mode="paired")).config.iterations == 500
     assert strategy_for(FinetuneConfig(mode="two-stage")).config.iterations == 300
     assert strategy_for(FinetuneConfig(mode="n2n", iterations=7)).config.iterations == 7
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.3])
+def test_noise_check_does_not_depend_on_a_base_that_leaves_correlated_noise_in(rho):
+    """The gray base was trained on white noise: its residual on correlated noise is nearly
+    white. The check must still flag correlation 0.3 and pass pixel-independent noise."""
+    from napari_wgan_denoise.data.noise import correlate
+
+    gen = torch.Generator().manual_seed(4)
+    clean = torch.from_numpy(_scene((192, 192)) / 255.0).float()[None, None]
+    noisy = torch.poisson(clean * 30, generator=gen) / 30
+    noisy = clean + correlate(noisy - clean, torch.tensor([rho])) if rho else noisy
+    gray = load_model("gray-mse-fast").network.eval()
+
+    def run(x):
+        return run_whole(gray, x, torch.device("cpu"))
+
+    planes = [noisy[0].numpy(), noisy[0].numpy()[:, ::-1].copy()]
+    report = noise_check(planes, run)
+    assert report.correlated == (rho > 0), report
+    if rho:
+        assert report.base_correlation < report.correlation  # the base alone would miss it
