@@ -13,6 +13,11 @@ import torch
 
 from napari_wgan_denoise.data.noise import correlate
 from napari_wgan_denoise.models.registry import load_model
+from napari_wgan_denoise.training.finetune.noise import (
+    _flat_block_correlation,
+    _reference_correlation,
+    noise_check,
+)
 
 torch.set_num_threads(1)
 DATA = "../shared/data"
@@ -138,58 +143,25 @@ conds.append(
 )
 
 
-def lag1(r):  # r: (C,H,W) residual; mean of row/col correlations like the noise check (max)
-    def c(a, b):
-        a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
-
-    return max(c(r[:, :, :-1], r[:, :, 1:]), c(r[:, :-1, :], r[:, 1:, :]))
+gray = load_model("gray-mse-fast").network.eval()  # a base trained on white noise
 
 
-models = {
-    n: load_model(n).network.eval()
-    for n in ("gray-mse-fast", "fluo-mse-fast", "fluo-wgan-fast", "cells-mse-fast")
-}
-
-
-def run(net, y):  # y (C,H,W); 1-channel nets per channel
+def run_gray(y):  # (C, H, W) -> (C, H, W), each channel as a gray plane
     with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(y))[None]
-        if net.channels == 1 and x.shape[1] == 3:
-            x = x.transpose(0, 1)
-            return net(x).transpose(0, 1)[0].numpy()
-        if net.channels == 3 and x.shape[1] == 1:
-            return net(x.expand(-1, 3, -1, -1)).mean(1, keepdim=True)[0].numpy()
-        return net(x)[0].numpy()
+        x = torch.from_numpy(np.ascontiguousarray(y))[:, None]
+        return gray(x)[:, 0].numpy()
 
 
-def flat_patches(y, size=16, frac=0.1):
-    """model-free: lag-1 correlation in the flattest blocks (plane removed)"""
-    C, H, W = y.shape
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    A = np.stack([np.ones(size * size), yy.ravel(), xx.ravel()], 1)
-    P = A @ np.linalg.pinv(A)
-    vals = []
-    for c in range(C):
-        for i in range(0, H - size + 1, size):
-            for j in range(0, W - size + 1, size):
-                b = y[c, i : i + size, j : j + size].ravel()
-                r = (b - P @ b).reshape(size, size)
-                v = r.var()
-                if v <= 0:
-                    continue
-                cr = ((r[:, 1:] * r[:, :-1]).mean() + (r[1:] * r[:-1]).mean()) / 2 / v
-                vals.append((v, cr))
-    vals = np.array(vals)
-    sel = vals[np.argsort(vals[:, 0])[: max(1, int(len(vals) * frac))]]
-    return float(np.median(sel[:, 1]))
-
-
-print(f"{'condition':28s} true  " + "  ".join(f"{n[:9]:>9s}" for n in models) + "   flat16")
+columns = ("gray base", "reference", "flat blocks", "the check")
+print(f"{'condition':28s} true  " + "  ".join(f"{c:>11s}" for c in columns))
 for label, imgs, rho in conds:
     ys = [a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0) for a in imgs]
-    row = []
-    for net in models.values():
-        row.append(np.mean([lag1(y - run(net, y)) for y in ys]))
-    row.append(np.mean([flat_patches(y) for y in ys]))
-    print(f"{label:28s} {rho:4.2f}  " + "  ".join(f"{v:9.2f}" for v in row), flush=True)
+    ys = [np.ascontiguousarray(y, dtype=np.float32) for y in ys]
+    report = noise_check(ys, run_gray)
+    row = [
+        report.base_correlation,
+        max(_reference_correlation(ys)),
+        max(_flat_block_correlation(ys)),
+        report.correlation,
+    ]
+    print(f"{label:28s} {rho:4.2f}  " + "  ".join(f"{v:11.2f}" for v in row), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,12 +37,8 @@ class AxisPlan:
     tile: int
     overlap: int
     n_tiles: int
-    border: int = -1  # -1: the overlap
-    multiple: int = 1
-
-    def __post_init__(self) -> None:
-        if self.border < 0:
-            object.__setattr__(self, "border", self.overlap)
+    border: int
+    multiple: int
 
     @property
     def stride(self) -> int:
@@ -54,7 +51,7 @@ class AxisPlan:
         ``border`` at both ends, rounded up to the size multiple."""
         return max(round_up(self.length + 2 * self.border, self.multiple), self.tile)
 
-    @property
+    @functools.cached_property
     def starts(self) -> list[int]:
         """Where each tile starts on the padded axis: every ``stride``, and the last one
         flush with the padded axis's end, so that what lies beyond the plane's edge does

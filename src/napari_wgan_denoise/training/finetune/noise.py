@@ -143,13 +143,9 @@ def noise_check(
     ys = [np.ascontiguousarray(_crop(np.asarray(planes[i], np.float32))) for i in picks]
     outs = [np.asarray(denoise(y), np.float32) for y in ys]
     res = [y - o for y, o in zip(ys, outs)]
-    base = max(_lag1(res))
+    base = _lag1(res)  # the base's own residual: the last resort, and for the record
     estimates = [e for e in (_reference_correlation(ys), _flat_block_correlation(ys)) if e]
-    rows, cols = (
-        (float(np.mean([e[0] for e in estimates])), float(np.mean([e[1] for e in estimates])))
-        if estimates
-        else _lag1(res)
-    )
+    rows, cols = (float(v) for v in np.mean(estimates or [base], axis=0))
     repeats = len(ys) >= 2 and _corr(outs[0], outs[1]) > 0.9
     gain, offset, dependent = _variance_fit(outs, res)
     s_gain, s_offset = stack_noise_model(ys, max_planes=len(ys))
@@ -164,7 +160,7 @@ def noise_check(
         dependent,
         repeats=bool(repeats),
         removed=float(removed),
-        base_correlation=base,
+        base_correlation=max(base),
     )
 
 
