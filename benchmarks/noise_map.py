@@ -26,8 +26,8 @@ from napari_wgan_denoise import load_model
 from napari_wgan_denoise.evaluation import evaluate
 
 
-def _global(sub: torch.Tensor, channels: int) -> torch.Tensor:
-    """The estimate before the map: one MAD value per image, spread over the map."""
+def _global(sub: torch.Tensor, channels: int, fit: object = None) -> torch.Tensor:
+    """The estimate before the map: one MAD value per image (tile), spread over the map."""
     return shuffle.estimated_sigma(sub, channels).expand(sub.shape[0], 1, *sub.shape[2:])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from benchmarks.grow_shuffle import grow
@@ -166,3 +167,46 @@ def test_sigma_map_bin_medians_match_a_plain_reference():
     want = np.sqrt(np.maximum(slope * mean + max(offset, 0), 0)).reshape(got.shape)
     assert slope > 0  # the signal-dependent branch is the one compared
     np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
+def _poisson_plane(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A float32 plane in [0, 1] with shot noise: bright stripes on a dark background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    clean = 0.05 + 0.8 * (np.sin(xx / 17.0) * np.cos(yy / 11.0) > 0.3)
+    return (rng.poisson(clean * 60.0) / 60.0 + rng.normal(0, 0.01, clean.shape)).astype(np.float32)
+
+
+def test_noise_level_model_result_does_not_depend_on_the_tiling():
+    """Every tile reads the noise model fitted on the whole plane, so a model with the
+    noise-level map gives the same result for any tile size (with a map fitted per tile,
+    the shipped gray model's output moved by up to 10 grey levels of 255 here)."""
+    from napari_wgan_denoise import denoise
+
+    noisy = _poisson_plane(300, 420)
+    whole = denoise(noisy, "gray-mse-fast", tile_size=1024, value_range=(0, 1))
+    for tile in (96, 200):
+        tiled = denoise(noisy, "gray-mse-fast", tile_size=tile, value_range=(0, 1))
+        assert np.abs(tiled - whole).max() < 2e-3, tile
+    # and the network is left fitting each input by itself afterwards
+    from napari_wgan_denoise.models.registry import load_model
+
+    assert load_model("gray-mse-fast").network.fixed_fit is None
+
+
+def test_whole_image_fit_of_a_large_image_reads_a_mosaic_of_crops(monkeypatch):
+    """Over FIT_PIXELS the fit reads evenly spread crops; it agrees with the fit of every
+    pixel."""
+    import torch.nn.functional as F
+
+    from napari_wgan_denoise.models import shuffle
+
+    net = shuffle.ShuffleGenerator(1, shuffle.ShuffleConfig(8, 3, noise_level=True))
+    image = torch.from_numpy(_poisson_plane(1024, 1280))[None, None]
+    full = shuffle.noise_fit(F.pixel_unshuffle(image, 2), 1)
+    monkeypatch.setattr(shuffle, "FIT_PIXELS", 1 << 18)  # 2 x 2 crops of 256^2
+    mosaic = shuffle.fit_whole_image(net, image)
+    assert bool(full[3]) and bool(mosaic[3])  # signal-dependent noise found in both
+    for a, b in zip(full[:3], mosaic[:3]):
+        assert torch.allclose(a, b, rtol=0.15, atol=1e-5), (a, b)
+    assert shuffle._spread(1024, 4) == [0, 256, 512, 768]

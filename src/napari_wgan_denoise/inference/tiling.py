@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled
+from ..models.shuffle import ShuffleGenerator, fit_whole_image
 
 BLEND = 8  # half-width of the linear cross-fade between neighbouring tiles
 #: Mirror padding that denoise() gives a plane's outer edges. None would be the full
@@ -141,7 +142,8 @@ def run_tiled(
     real (or mirrored) context, so when that exceeds the network's receptive radius the
     result equals a whole-plane pass up to float rounding, for any tile size. The plane's
     outer edges are mirror-padded by ``border`` pixels (default: ``overlap``): the
-    whole-plane pass that the result equals is one over the plane padded so.
+    whole-plane pass that the result equals is one over the plane padded so. Noise-level
+    maps read the noise model of the whole (unpadded) plane (:func:`whole_plane_noise`).
     """
     _, height, width = plane.shape
     multiple = int(getattr(network, "size_multiple", 1))
@@ -163,7 +165,10 @@ def run_tiled(
     for j in range(px.n_tiles):
         sum_x[px.starts[j] : px.starts[j] + px.tile] += wx[j]
     coords = [(i, j) for i in range(py.n_tiles) for j in range(px.n_tiles)]
-    with watched(network, cancel, on_part) as batch_started:
+    with (
+        whole_plane_noise(network, plane, device),
+        watched(network, cancel, on_part) as batch_started,
+    ):
         for start in range(0, len(coords), batch_size):
             chunk = coords[start : start + batch_size]
             batch_started(len(chunk))
@@ -182,6 +187,31 @@ def run_tiled(
         band = sum_y[b + r : b + min(r + rows, height), None] * sum_x
         acc[:, r : r + rows] /= np.maximum(band, 1e-12, out=band)
     return acc
+
+
+@contextmanager
+def whole_plane_noise(
+    network: nn.Module, plane: np.ndarray, device: torch.device
+) -> Iterator[None]:
+    """Let every noise-level map in ``network`` read the noise model of the whole ``(C, Y,
+    X)`` plane while its tiles run, instead of fitting each tile by itself: the result
+    then does not depend on the tiling, and the fit is made once per plane."""
+    estimators = [
+        m
+        for m in network.modules()
+        if isinstance(m, ShuffleGenerator) and m.noise_level and m.channels == plane.shape[0]
+    ]
+    if not estimators:
+        yield
+        return
+    image = torch.from_numpy(plane)[None]
+    for m in estimators:
+        m.fixed_fit = tuple(t.to(device) for t in fit_whole_image(m, image))  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for m in estimators:
+            m.fixed_fit = None
 
 
 def _cancelled() -> Cancelled:

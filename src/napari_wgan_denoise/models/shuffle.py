@@ -52,21 +52,22 @@ def _haar(sub: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]
     return (s[:, :, 0] - s[:, :, 1] - s[:, :, 2] + s[:, :, 3]) / 2, s.mean(2)
 
 
-def sigma_map(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5) -> torch.Tensor:
-    """Per-pixel noise estimate for signal-dependent (Poisson-Gaussian) noise, shape
-    ``(N, 1, h, w)`` at the resolution of the pixel-unshuffled input ``sub``.
+#: The fitted noise model of one image: the global MAD estimate, and the slope, offset and
+#: use (whether the signal dependence matters) of ``variance = slope * mean + offset``,
+#: each of shape ``(N,)``.
+NoiseFit = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-    Fits ``variance = a * mean + b`` to the robust (MAD) variance of the diagonal Haar
-    detail in ``bins`` equal-count intensity bins of the locally smoothed 2x2 mean (Foi
-    et al.'s signal-dependent model), then reads the fit at each pixel's local mean.
-    Where the fitted variance changes by less than half the global variance over the
-    image's intensities (Gaussian noise), the map is the constant global MAD estimate of
-    :func:`estimated_sigma`, as the network saw in training on Gaussian noise; elsewhere one
-    global number under-reads the noise of bright structures on dark microscopy backgrounds.
-    """
+
+def _local_mean(mean: torch.Tensor, smooth: int) -> torch.Tensor:
+    """The 2x2 means smoothed over ``smooth``² neighbours, averaged over channels."""
+    return F.avg_pool2d(mean, smooth, 1, smooth // 2, count_include_pad=False).mean(1)
+
+
+def noise_fit(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5) -> NoiseFit:
+    """Fit the signal-dependent noise model that :func:`sigma_map` reads, from the
+    pixel-unshuffled input ``sub``: one fit per image of the batch."""
     detail, mean = _haar(sub, channels)
-    mean = F.avg_pool2d(mean, smooth, 1, smooth // 2, count_include_pad=False).mean(1)
-    flat, mag = mean.flatten(1), detail.flatten(2).abs()  # (N, P), (N, C, P)
+    flat, mag = _local_mean(mean, smooth).flatten(1), detail.flatten(2).abs()  # (N,P), (N,C,P)
     glob = mag.flatten(1).median(dim=1).values / 0.6745
     # equal-count bins of the local mean; tensor operations only, so that the network
     # traces (TorchScript export) for any image size
@@ -97,6 +98,34 @@ def sigma_map(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5)
     slope = (dl * (var - var.mean(1, keepdim=True))).sum(1) / (dl**2).sum(1).clamp_min(1e-20)
     offset = (var.mean(1) - slope * levels.mean(1)).clamp_min(0.0)
     use = slope * (levels[:, -1] - levels[:, 0]) > 0.5 * glob**2
+    return glob, slope, offset, use
+
+
+def sigma_map(
+    sub: torch.Tensor,
+    channels: int,
+    fit: NoiseFit | None = None,
+    bins: int = 16,
+    smooth: int = 5,
+) -> torch.Tensor:
+    """Per-pixel noise estimate for signal-dependent (Poisson-Gaussian) noise, shape
+    ``(N, 1, h, w)`` at the resolution of the pixel-unshuffled input ``sub``.
+
+    Fits ``variance = a * mean + b`` to the robust (MAD) variance of the diagonal Haar
+    detail in ``bins`` equal-count intensity bins of the locally smoothed 2x2 mean (Foi
+    et al.'s signal-dependent model), then reads the fit at each pixel's local mean.
+    Where the fitted variance changes by less than half the global variance over the
+    image's intensities (Gaussian noise), the map is the constant global MAD estimate of
+    :func:`estimated_sigma`, as the network saw in training on Gaussian noise; elsewhere one
+    global number under-reads the noise of bright structures on dark microscopy backgrounds.
+
+    ``fit`` (of shape ``(1,)`` each, from :func:`noise_fit` on the whole image) replaces the
+    fit on ``sub`` itself, so that the tiles of one image read one noise model.
+    """
+    if fit is None:
+        fit = noise_fit(sub, channels, bins, smooth)
+    glob, slope, offset, use = fit
+    mean = _local_mean(_haar(sub, channels)[1], smooth)
     glob, slope, offset = glob[:, None, None], slope[:, None, None], offset[:, None, None]
     fitted = (slope * mean + offset).clamp_min((glob / 4) ** 2).sqrt()
     return torch.where(use[:, None, None], fitted, glob.expand_as(mean))[:, None]
@@ -109,7 +138,9 @@ class _Block(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
+        # in place: neither the first convolution's output nor the second's is needed for
+        # the backward pass, and skipping two block-sized temporaries is ~5 % faster
+        return self.conv2(F.relu(self.conv1(x), inplace=True)).add_(x)
 
 
 class ShuffleGenerator(nn.Module):
@@ -143,6 +174,9 @@ class ShuffleGenerator(nn.Module):
         self.tail = nn.Conv2d(f, sub, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
+        #: The noise model that every input's map reads instead of its own fit (see
+        #: :func:`fit_whole_image`); None: each input (tile) is fitted by itself.
+        self.fixed_fit: NoiseFit | None = None
 
     @property
     def receptive_radius(self) -> int:
@@ -152,6 +186,39 @@ class ShuffleGenerator(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         sub = F.pixel_unshuffle(y, 2)
         if self.noise_level:
-            sub = torch.cat([sub, sigma_map(sub, self.channels).to(sub.dtype)], dim=1)
+            noise = sigma_map(sub, self.channels, self.fixed_fit)
+            sub = torch.cat([sub, noise.to(sub.dtype)], dim=1)
         r = self.tail(self.body(self.head(sub)))
         return y - F.pixel_shuffle(r, 2).to(y.dtype)
+
+
+#: Images larger than this many pixels are fitted on a mosaic of evenly spread crops.
+FIT_PIXELS = 1 << 20
+_FIT_CROP = 256
+
+
+def fit_whole_image(network: ShuffleGenerator, image: torch.Tensor) -> NoiseFit:
+    """The noise model of a whole ``(1, C, H, W)`` image (in the network's input scale), for
+    :attr:`ShuffleGenerator.fixed_fit` while its tiles are denoised: the map then depends
+    on the image, not on how it is tiled. Images over :data:`FIT_PIXELS` pixels are fitted
+    on a mosaic of crops spread evenly over them."""
+    _, c, h, w = image.shape
+    if h * w > FIT_PIXELS and min(h, w) >= 2 * _FIT_CROP:
+        per_axis = int((FIT_PIXELS // _FIT_CROP**2) ** 0.5)
+        ys = _spread(h, per_axis)
+        xs = _spread(w, per_axis)
+        rows = [
+            torch.cat([image[..., y : y + _FIT_CROP, x : x + _FIT_CROP] for x in xs], -1)
+            for y in ys
+        ]
+        image = torch.cat(rows, -2)
+    image = image[..., : image.shape[-2] // 2 * 2, : image.shape[-1] // 2 * 2]
+    with torch.no_grad():
+        return noise_fit(F.pixel_unshuffle(image.float(), 2), network.channels)
+
+
+def _spread(length: int, count: int) -> list[int]:
+    """``count`` even crop starts spread evenly over ``length`` (fewer if it is short)."""
+    count = max(1, min(count, length // _FIT_CROP))
+    last = length - _FIT_CROP
+    return sorted({(last * i // max(count - 1, 1)) // 2 * 2 for i in range(count)})
