@@ -128,14 +128,10 @@ def tile_overhead(network: Any, height: int, width: int, device: Any, tile_size:
     """Pixels the tiled pass runs through the network per image pixel (>= 1), as
     :func:`~napari_wgan_denoise.denoise` plans its tiles with default overlap."""
     from .inference.denoise import DEFAULT_TILE
-    from .inference.tiling import BLEND, EDGE_BORDER, round_up, tiled_pixels
+    from .inference.tiling import EDGE_BORDER, tile_geometry, tiled_pixels
 
-    multiple = int(getattr(network, "size_multiple", 1))
-    radius = int(getattr(network, "receptive_radius", 32))
-    overlap = round_up(radius + BLEND, multiple)
-    tile = int(tile_size or DEFAULT_TILE.get(device.type, 512))
-    tile = max(round_up(tile, multiple), 2 * overlap + max(2 * BLEND, multiple))
-    pixels = tiled_pixels(height, width, tile, overlap, multiple, EDGE_BORDER)
+    g = tile_geometry(network, tile_size, None, DEFAULT_TILE.get(device.type, 512))
+    pixels = tiled_pixels(height, width, g.tile, g.overlap, g.multiple, EDGE_BORDER)
     return pixels / (height * width)
 
 

@@ -19,7 +19,7 @@ from .augment import DihedralEnsemble
 from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
-from .tiling import BLEND, EDGE_BORDER, count_tiles, round_up, run_tiled
+from .tiling import EDGE_BORDER, count_tiles, round_up, run_tiled, smallest_tile, tile_geometry
 
 ProgressFn = Callable[[float, int], Any]
 
@@ -265,15 +265,8 @@ def denoise(
     if passes > 1:
         network = DihedralEnsemble(network, passes)
 
-    multiple = int(getattr(network, "size_multiple", 1))
-    radius = int(getattr(network, "receptive_radius", 32))
-    overlap = round_up(radius + BLEND if overlap is None else int(overlap), multiple)
-    if overlap < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}.")
-    tile = int(tile_size or DEFAULT_TILE.get(dev.type, 512))
-    if tile < 8:
-        raise ValueError(f"tile_size must be at least 8 pixels, got {tile}.")
-    tile = max(round_up(tile, multiple), 2 * overlap + max(2 * BLEND, multiple))
+    geometry = tile_geometry(network, tile_size, overlap, DEFAULT_TILE.get(dev.type, 512))
+    tile, overlap, multiple = geometry.tile, geometry.overlap, geometry.multiple
     border = EDGE_BORDER
 
     height, width = view.shape[plan.n_leading], view.shape[plan.n_leading + 1]
@@ -340,7 +333,7 @@ def denoise(
                         torch.cuda.empty_cache()
                     if batch > 1:
                         batch //= 2
-                    elif tile // 2 >= 2 * overlap + max(2 * BLEND, multiple):
+                    elif tile // 2 >= smallest_tile(overlap, multiple):
                         tile = round_up(tile // 2, multiple)
                     else:
                         raise MemoryError(

@@ -14,7 +14,7 @@ from .denoise import ProgressFn, as_model, checked_view
 from .devices import resolve_device
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
-from .tiling import BLEND, count_tiles, round_up, run_tiled
+from .tiling import count_tiles, run_tiled, tile_geometry
 
 DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
 
@@ -26,6 +26,8 @@ class _BothStages(nn.Module):
         super().__init__()
         self.network = network
         self.size_multiple = int(getattr(network, "size_multiple", 1))
+        if hasattr(network, "receptive_radius"):
+            self.receptive_radius = int(network.receptive_radius)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         filled, restored = self.network.stages(x)
@@ -108,11 +110,8 @@ def restore(
     was_training = original.training
     original.eval()
     network = _BothStages(fold_batch_norm(original)).to(dev)
-    multiple = network.size_multiple
-    radius = int(getattr(original, "receptive_radius", 64))
-    overlap = round_up(radius + BLEND if overlap is None else int(overlap), multiple)
-    tile = int(tile_size or DEFAULT_TILE.get(dev.type, 512))
-    tile = max(round_up(tile, multiple), 2 * overlap + max(2 * BLEND, multiple))
+    geometry = tile_geometry(network, tile_size, overlap, DEFAULT_TILE.get(dev.type, 512), 64)
+    tile, overlap, multiple = geometry.tile, geometry.overlap, geometry.multiple
     height, width = view.shape[plan.n_leading], view.shape[plan.n_leading + 1]
     n_planes = math.prod(lead) if lead else 1
     total = n_planes * count_tiles(height, width, tile, overlap, multiple)

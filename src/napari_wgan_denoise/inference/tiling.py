@@ -319,6 +319,44 @@ def default_overlap(network: nn.Module, fallback_radius: int) -> int:
     return round_up(radius + BLEND, int(getattr(network, "size_multiple", 1)))
 
 
+def smallest_tile(overlap: int, multiple: int) -> int:
+    """The smallest tile that leaves room inside its overlap for blending."""
+    return 2 * overlap + max(2 * BLEND, multiple)
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """How a network's planes are tiled: tile edge, context on each side, size multiple."""
+
+    tile: int
+    overlap: int
+    multiple: int
+
+
+def tile_geometry(
+    network: nn.Module,
+    tile_size: int | None,
+    overlap: int | None,
+    auto_tile: int,
+    fallback_radius: int = 32,
+) -> TileGeometry:
+    """The tiles that ``denoise()`` and ``restore()`` use for ``network``: ``tile_size``
+    (None or 0: ``auto_tile``) and ``overlap`` (None: :func:`default_overlap`), rounded up
+    to the network's size multiple, the tile at least :func:`smallest_tile`."""
+    multiple = int(getattr(network, "size_multiple", 1))
+    if overlap is None:
+        overlap = default_overlap(network, fallback_radius)
+    else:
+        overlap = round_up(int(overlap), multiple)
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}.")
+    tile = int(tile_size or auto_tile)
+    if tile < 8:
+        raise ValueError(f"tile_size must be at least 8 pixels, got {tile}.")
+    tile = max(round_up(tile, multiple), smallest_tile(overlap, multiple))
+    return TileGeometry(tile, overlap, multiple)
+
+
 def tiled_pixels(
     height: int, width: int, tile: int, overlap: int, multiple: int, border: int | None = None
 ) -> int:
@@ -338,7 +376,7 @@ def small_tile_warning(
     if not tile_size:
         return None
     height, width = plane
-    tile = max(round_up(tile_size, multiple), 2 * overlap + max(2 * BLEND, multiple))
+    tile = max(round_up(tile_size, multiple), smallest_tile(overlap, multiple))
     mine = tiled_pixels(height, width, tile, overlap, multiple)
     auto = tiled_pixels(height, width, max(auto_tile, tile), overlap, multiple)
     if tile_size > 2 * overlap and mine <= 2 * auto:
