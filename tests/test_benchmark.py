@@ -131,6 +131,28 @@ def test_run_benchmark_api(tiny_unet):
     assert result["machine"]["cpu"] and result["machine"]["torch_threads"] >= 1
 
 
+def test_tta_is_timed_and_scored_with_its_passes(tiny_path, tmp_path, capsys, rng):
+    """``--tta`` times the averaged model (its FLOPs count every pass) and scores it: the
+    averaged output differs from the plain one on an asymmetric network."""
+    import skimage.io
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    skimage.io.imsave(clean / "0.png", (rng.random((32, 40)) * 255).astype(np.uint8))
+    rows = {}
+    for extra in ([], ["--tta"], ["--tta", "4"]):
+        argv = ["--model", tiny_path, "--size", "32", "--repeats", "1", "--warmup", "0",
+                "--threads", "1", "--no-matmul", "--clean", str(clean), "--sigma", "25",
+                "--json", "-q", *extra]  # fmt: skip
+        assert main(argv) == 0
+        (row,) = json.loads(capsys.readouterr().out)["rows"]
+        rows[row["tta"]] = row
+    assert sorted(rows) == [1, 4, 8]
+    assert rows[8]["mflop_per_px"] == pytest.approx(8 * rows[1]["mflop_per_px"])
+    assert rows[8]["psnr"] != rows[1]["psnr"]
+    assert main(["--model", tiny_path, "--tta", "3", "--size", "32", "-q"]) == 2
+
+
 def test_cli_subcommand(tiny_path, capsys):
     parser = argparse.ArgumentParser(prog="wgan-denoise")
     register_cli(parser.add_subparsers(dest="command"))

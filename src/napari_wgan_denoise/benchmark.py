@@ -192,25 +192,29 @@ def benchmark_model(
     warmup: int = 1,
     device: str = "auto",
     tile_size: int | None = None,
+    tta: bool | int = False,
 ) -> dict[str, Any]:
-    """Speed, memory and arithmetic rate of one model on a synthetic image."""
+    """Speed, memory and arithmetic rate of one model on a synthetic image (with ``tta``:
+    averaged over that many flips/rotations, as ``denoise(..., tta=)``)."""
     import torch
 
     from .inference import as_model, denoise, resolve_device
     from .inference.optimise import fold_batch_norm
+    from .validation import check_tta
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    passes = check_tta(tta)
     dm = as_model(model)
     dev = resolve_device(device)
     height, width = size
     image = synthetic_image(height, width, dm.channels)
     megapixels = height * width / 1e6
     net = fold_batch_norm(dm.network.eval())
-    flops = flops_per_pixel(net, dm.channels)
+    flops = flops_per_pixel(net, dm.channels) * passes
     overhead = tile_overhead(net, height, width, dev, tile_size)
     for _ in range(max(0, warmup)):
-        denoise(image, dm, device=dev, tile_size=tile_size)
+        denoise(image, dm, device=dev, tile_size=tile_size, tta=passes)
     sync_device(dev)
     times, peaks, method = [], [], "cuda"
     for _ in range(repeats):
@@ -218,14 +222,14 @@ def benchmark_model(
             torch.cuda.reset_peak_memory_stats(dev)
             base = torch.cuda.memory_allocated(dev)
             start = time.perf_counter()
-            denoise(image, dm, device=dev, tile_size=tile_size)
+            denoise(image, dm, device=dev, tile_size=tile_size, tta=passes)
             sync_device(dev)
             times.append(time.perf_counter() - start)
             peaks.append(torch.cuda.max_memory_allocated(dev) - base)
         else:
             with PeakRSS() as peak:
                 start = time.perf_counter()
-                denoise(image, dm, device=dev, tile_size=tile_size)
+                denoise(image, dm, device=dev, tile_size=tile_size, tta=passes)
                 times.append(time.perf_counter() - start)
             peaks.append(peak.extra)
             method = peak.method
@@ -239,6 +243,7 @@ def benchmark_model(
         "device": str(dev),
         "threads": torch.get_num_threads(),
         "tile_size": tile_size,
+        "tta": passes,
         "repeats": repeats,
         "seconds": seconds,
         "s_min": min(times),
@@ -271,6 +276,7 @@ def run_benchmark(
     command: str | None = None,
     notify: Any = None,
     reference: bool = False,
+    tta: bool | int = False,
 ) -> dict[str, Any]:
     """Benchmark ``models`` (see :func:`resolve_models`); returns ``{"machine", "command",
     "matmul_gflops", "rows"}`` with one row per model (keys in the module docstring).
@@ -297,7 +303,13 @@ def run_benchmark(
         row = {"model": label}
         row.update(
             benchmark_model(
-                dm, size=size, repeats=repeats, warmup=warmup, device=dev, tile_size=tile_size
+                dm,
+                size=size,
+                repeats=repeats,
+                warmup=warmup,
+                device=dev,
+                tile_size=tile_size,
+                tta=tta,
             )
         )
         if result["matmul_gflops"]:
@@ -315,6 +327,7 @@ def run_benchmark(
             tile_size=tile_size,
             limit=limit,
             notify=notify,
+            tta=tta,
         )
         for row, q in zip(result["rows"], quality):
             for key in ("psnr", "ssim", "grad_ratio", "noisy_psnr", "n"):
@@ -336,6 +349,7 @@ COLUMNS = (
     ("image", "size", "{}"),
     ("device", "device", "{}"),
     ("threads", "threads", "{}"),
+    ("TTA", "tta", "{}"),
     ("s/MP", "s_per_mp", "{:.3f}"),
     ("MP/s", "mp_per_s", "{:.3f}"),
     ("GFLOP/s", "gflops", "{:.1f}"),

@@ -14,6 +14,7 @@ from typing import Any
 from ..benchmark import __doc__ as BENCHMARK_DOC
 from ..benchmark import format_markdown, run_benchmark
 from ._command import add_command
+from .denoise import add_tta_argument, tta_flag_alone, tta_passes
 
 BENCHMARK_SUMMARY = "time models (s/MP, MP/s, GFLOP/s), peak memory and optionally quality"
 BENCHMARK_DESCRIPTION = """
@@ -66,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append", metavar="FILE", help="append the markdown report to FILE")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress notes")
+    add_tta_argument(p)
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -95,6 +97,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         command=command.strip(),
         notify=notify,
         reference=args.reference,
+        tta=tta_passes(args.tta),
     )
     report = format_markdown(result)
     if args.json:
@@ -123,7 +126,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.ru
     parser = argparse.ArgumentParser(prog=prog, description=(BENCHMARK_DOC or "").split("\n\n")[0])
     add_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(tta_flag_alone(argv))
     args._argv, args._prog = argv, prog
     try:
         return _cmd_benchmark(args)
