@@ -67,7 +67,13 @@ def noise_fit(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5)
     """Fit the signal-dependent noise model that :func:`sigma_map` reads, from the
     pixel-unshuffled input ``sub``: one fit per image of the batch."""
     detail, mean = _haar(sub, channels)
-    flat, mag = _local_mean(mean, smooth).flatten(1), detail.flatten(2).abs()  # (N,P), (N,C,P)
+    return _fit(detail, _local_mean(mean, smooth), bins)
+
+
+def _fit(detail: torch.Tensor, local: torch.Tensor, bins: int) -> NoiseFit:
+    """:func:`noise_fit` from the Haar detail and the local mean, once they are computed."""
+    flat, mag = local.flatten(1), detail.flatten(2).abs()  # (N, P), (N, C, P)
+    channels = detail.shape[1]
     glob = mag.flatten(1).median(dim=1).values / 0.6745
     # equal-count bins of the local mean; tensor operations only, so that the network
     # traces (TorchScript export) for any image size
@@ -122,10 +128,9 @@ def sigma_map(
     ``fit`` (of shape ``(1,)`` each, from :func:`noise_fit` on the whole image) replaces the
     fit on ``sub`` itself, so that the tiles of one image read one noise model.
     """
-    if fit is None:
-        fit = noise_fit(sub, channels, bins, smooth)
-    glob, slope, offset, use = fit
-    mean = _local_mean(_haar(sub, channels)[1], smooth)
+    detail, mean = _haar(sub, channels)
+    mean = _local_mean(mean, smooth)
+    glob, slope, offset, use = _fit(detail, mean, bins) if fit is None else fit
     glob, slope, offset = glob[:, None, None], slope[:, None, None], offset[:, None, None]
     fitted = (slope * mean + offset).clamp_min((glob / 4) ** 2).sqrt()
     return torch.where(use[:, None, None], fitted, glob.expand_as(mean))[:, None]
