@@ -18,7 +18,7 @@ from ..validation import check_axes, check_denoise_options, check_tta
 from .augment import DihedralEnsemble
 from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
-from .optimise import fold_batch_norm
+from .optimise import fold_batch_norm, fuse_convolutions
 from .tiling import EDGE_BORDER, count_tiles, round_up, run_tiled, smallest_tile, tile_geometry
 
 ProgressFn = Callable[[float, int], Any]
@@ -262,6 +262,8 @@ def denoise(
     if channels_last:
         network.to(memory_format=torch.channels_last)
     autocast = use_bf16(dev, precision)
+    if dev.type == "cpu":
+        network = fuse_convolutions(network, torch.bfloat16 if autocast else torch.float32)
     if passes > 1:
         network = DihedralEnsemble(network, passes)
 

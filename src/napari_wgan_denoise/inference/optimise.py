@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import os
 
 import torch
 from torch import nn
@@ -53,3 +55,117 @@ def fold_batch_norm(network: nn.Module) -> nn.Module:
             _fold(skip, scale, torch.zeros_like(shift))
             post[0] = nn.Identity()
     return net
+
+
+#: Set to "0" to run CPU inference without oneDNN's fused convolutions (for comparison, or
+#: should a torch build misbehave); the fused and plain paths agree to bf16 rounding.
+FUSION_ENV = "NAPARI_WGAN_DENOISE_FUSION"
+
+
+def _pointwise() -> object | None:
+    try:
+        return torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+class FusedConv(nn.Module):
+    """A 2-D convolution whose following ReLU and/or residual add run inside oneDNN's
+    convolution (post-ops), sparing the separate passes over the activations; CPU only."""
+
+    def __init__(self, conv: nn.Conv2d, relu: bool, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach().to(dtype).clone())
+        bias = conv.bias.detach().to(dtype).clone() if conv.bias is not None else None
+        self.register_buffer("bias", bias)
+        self.padding = list(conv.padding)  # type: ignore[arg-type]
+        self.stride = list(conv.stride)
+        self.dilation = list(conv.dilation)
+        self.groups = int(conv.groups)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        op = torch.ops.mkldnn._convolution_pointwise
+        geometry = (self.padding, self.stride, self.dilation, self.groups)
+        x = x.to(self.weight.dtype)
+        if residual is None:
+            attr = "relu" if self.relu else "none"
+            return op(x, self.weight, self.bias, *geometry, attr, [], "")
+        unary = "relu" if self.relu else None
+        other = residual.to(self.weight.dtype)
+        return op.binary(x, other, self.weight, self.bias, *geometry, "add", 1.0, unary, [], None)
+
+
+class FusedBlock(nn.Module):
+    """The shuffle generator's residual block, ``x + conv2(relu(conv1(x)))``, as two fused
+    convolutions: the ReLU rides on the first and the skip addition on the second."""
+
+    def __init__(self, conv1: FusedConv, conv2: FusedConv) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = conv1, conv2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x), residual=x)
+
+
+def _fusable(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def fusion_works() -> bool:
+    """Whether this torch build has oneDNN's fused convolutions and they compute what the
+    plain layers compute (checked once, on a small input, in fp32 and bf16)."""
+    if _pointwise() is None or not torch.backends.mkldnn.is_available():
+        return False
+    gen = torch.Generator().manual_seed(0)
+    conv1, conv2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 9, 7, generator=gen)
+    try:
+        with torch.no_grad():
+            expected = conv2(torch.relu(conv1(x))) + x
+            for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 0.1)):
+                block = FusedBlock(FusedConv(conv1, True, dtype), FusedConv(conv2, False, dtype))
+                got = block(x.contiguous(memory_format=torch.channels_last)).float()
+                if got.shape != expected.shape or not torch.allclose(got, expected, atol=tol):
+                    return False
+    except RuntimeError:
+        return False
+    return True
+
+
+def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``network`` for CPU inference whose shuffle residual blocks and ``conv ->
+    ReLU`` pairs run as oneDNN fused convolutions in ``dtype`` (bf16 where the CPU has it),
+    or ``network`` itself where nothing is fusable, fusion is off (``$NAPARI_WGAN_DENOISE_FUSION``
+    is ``0``) or this torch build lacks it. Same outputs up to float rounding, less memory
+    traffic: about 15 % faster on the shipped shuffle models (docs/benchmarks.md §7m)."""
+    from ..models.shuffle import _Block
+
+    if os.environ.get(FUSION_ENV, "").strip() == "0" or isinstance(network, torch.jit.ScriptModule):
+        return network
+    if not any(isinstance(m, (_Block, nn.Sequential)) for m in network.modules()):
+        return network
+    if not fusion_works():
+        return network
+    net = copy.deepcopy(network)
+    changed = False
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, _Block) and _fusable(child.conv1) and _fusable(child.conv2):
+                fused = FusedBlock(
+                    FusedConv(child.conv1, True, dtype), FusedConv(child.conv2, False, dtype)
+                )
+                setattr(module, name, fused)
+                changed = True
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if _fusable(module[i]) and type(module[i + 1]) is nn.ReLU:
+                    module[i] = FusedConv(module[i], True, dtype)
+                    module[i + 1] = nn.Identity()
+                    changed = True
+    return net if changed else network

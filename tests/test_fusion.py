@@ -1,0 +1,84 @@
+"""CPU inference with oneDNN's fused convolutions (conv + ReLU, conv + residual add)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_wgan_denoise import denoise
+from napari_wgan_denoise.inference.optimise import (
+    FUSION_ENV,
+    FusedBlock,
+    FusedConv,
+    fuse_convolutions,
+    fusion_works,
+)
+from napari_wgan_denoise.models.registry import load_model
+from napari_wgan_denoise.models.shuffle import ShuffleConfig, ShuffleGenerator, _Block
+
+needs_fusion = pytest.mark.skipif(not fusion_works(), reason="torch build without oneDNN fusion")
+
+
+def _generator(depth: int, plain_body: bool = False) -> ShuffleGenerator:
+    torch.manual_seed(0)
+    config = ShuffleConfig(features=16, depth=depth, noise_level=True, residual=not plain_body)
+    net = ShuffleGenerator(1, config).eval()
+    nn.init.normal_(net.tail.weight, std=0.05)  # the tail starts at zero: make it speak
+    return net
+
+
+@needs_fusion
+@pytest.mark.parametrize("plain_body", [False, True])
+def test_fused_generator_computes_what_the_plain_one_computes(plain_body):
+    net = _generator(7, plain_body)
+    fused = fuse_convolutions(net, torch.float32)
+    assert fused is not net
+    kinds = [type(m) for m in fused.modules()]
+    assert FusedConv in kinds and nn.ReLU not in kinds
+    assert (FusedBlock in kinds) == (not plain_body) and _Block not in kinds
+    # the network it was given is untouched
+    assert any(isinstance(m, nn.ReLU) for m in net.modules())
+    x = torch.rand(2, 1, 40, 36).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected, got = net(x), fused(x)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@needs_fusion
+def test_fused_bf16_generator_agrees_with_autocast():
+    net = _generator(7)
+    fused = fuse_convolutions(net, torch.bfloat16)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        reference = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fused(x)
+    assert got.dtype == torch.float32
+    assert (got - reference).abs().max() < 0.02
+    assert (got - reference).abs().mean() < 2e-3
+
+
+def test_fusion_can_be_switched_off_and_leaves_other_networks_alone(monkeypatch):
+    net = _generator(5)
+    monkeypatch.setenv(FUSION_ENV, "0")
+    assert fuse_convolutions(net, torch.float32) is net
+    monkeypatch.delenv(FUSION_ENV)
+    lonely = nn.Conv2d(1, 1, 3, padding=1)  # nothing to fuse
+    assert fuse_convolutions(lonely, torch.float32) is lonely
+
+
+@needs_fusion
+def test_denoise_with_fusion_matches_denoise_without(monkeypatch):
+    model = load_model("cells-mse-fast")
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(128, 40, (96, 80, 3)), 0, 255).astype(np.uint8)
+    fused = denoise(image, model, precision="fp32")
+    monkeypatch.setenv(FUSION_ENV, "0")
+    plain = denoise(image, model, precision="fp32")
+    assert np.abs(fused.astype(int) - plain.astype(int)).max() <= 1
+    assert not np.array_equal(fused, image)  # it denoised
+    # the registry's network was not rewritten in place
+    assert not any(isinstance(m, (FusedConv, FusedBlock)) for m in model.network.modules())
