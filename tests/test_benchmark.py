@@ -100,6 +100,7 @@ def test_harness_smoke(tiny_path, tmp_path, capsys):
     text = report.read_text()
     assert "Command: `python -m benchmarks.run --model" in text and "Machine:" in text
     assert "torch" in text and "Load average" in text
+    assert "inference in bf16" in text or "inference in fp32" in text
     assert main(argv) == 0  # a second run appends
     assert report.read_text().count("### Benchmark") == 2
 
@@ -190,3 +191,16 @@ def test_scripts_import_and_memory_case(monkeypatch):
     assert row["shape"] == [2, 64, 64] and row["peak_rss"] >= row["rss_before"] > 0
     assert row["extra_bytes"] < 1.5e9
     assert "| stack | 2x64x64 uint16 |" in memory.format_rows([row], 1.5)
+
+
+def test_report_says_whether_convolutions_were_fused(tiny_path, monkeypatch, capsys):
+    from napari_wgan_denoise.inference.optimise import FUSION_ENV, fusion_works
+
+    argv = ["--model", tiny_path, "--size", "32", "--repeats", "1", "--warmup", "0",
+            "--threads", "1", "--no-matmul"]  # fmt: skip
+    monkeypatch.setenv(FUSION_ENV, "0")
+    assert main(argv) == 0
+    assert "fused convolutions" not in capsys.readouterr().out
+    monkeypatch.delenv(FUSION_ENV)
+    assert main(argv) == 0
+    assert ("with fused convolutions" in capsys.readouterr().out) == fusion_works()

@@ -289,6 +289,12 @@ def run_benchmark(
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
     info = machine_info(dev)  # load average before the run
+    if dev.type == "cpu":
+        from .inference.devices import use_bf16
+        from .inference.optimise import fusion_enabled
+
+        info["cpu_precision"] = "bf16" if use_bf16(dev) else "fp32"
+        info["fused_convolutions"] = fusion_enabled()
     named = resolve_models(models, reference)
     result: dict[str, Any] = {"machine": info, "command": command, "rows": []}
     if matmul:
@@ -386,6 +392,9 @@ def format_markdown(result: dict[str, Any]) -> str:
     )
     if m.get("gpu"):
         machine += f", GPU {m['gpu']}"
+    if m.get("cpu_precision"):
+        fused = " with fused convolutions" if m.get("fused_convolutions") else ""
+        machine += f", inference in {m['cpu_precision']}{fused}"
     lines.append(machine + ".")
     if load:
         extra = f", {' / '.join(f'{v:g}' for v in load_end)} at the end" if load_end else ""

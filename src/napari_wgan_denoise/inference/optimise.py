@@ -138,6 +138,12 @@ def fusion_works() -> bool:
     return True
 
 
+def fusion_enabled() -> bool:
+    """Whether CPU inference fuses convolutions here: this torch build can
+    (:func:`fusion_works`) and ``$NAPARI_WGAN_DENOISE_FUSION`` is not ``0``."""
+    return os.environ.get(FUSION_ENV, "").strip() != "0" and fusion_works()
+
+
 def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A copy of ``network`` for CPU inference whose shuffle residual blocks and ``conv ->
     ReLU`` pairs run as oneDNN fused convolutions in ``dtype`` (bf16 where the CPU has it),
@@ -146,11 +152,11 @@ def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
     traffic: about 15 % faster on the shipped shuffle models (docs/benchmarks.md §7m)."""
     from ..models.shuffle import _Block
 
-    if os.environ.get(FUSION_ENV, "").strip() == "0" or isinstance(network, torch.jit.ScriptModule):
+    if isinstance(network, torch.jit.ScriptModule):
         return network
     if not any(isinstance(m, (_Block, nn.Sequential)) for m in network.modules()):
         return network
-    if not fusion_works():
+    if not fusion_enabled():
         return network
     net = copy.deepcopy(network)
     changed = False
