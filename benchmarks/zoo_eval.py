@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python -m benchmarks.zoo_eval gray  --model gray-mse-fast --model gray-wgan-fast
     python -m benchmarks.zoo_eval cells --model cells-mse-fast --model cells-wgan-fast
     python -m benchmarks.zoo_eval fluo  --model fluo-mse-fast --model fluo-wgan-fast
+    python -m benchmarks.zoo_eval cells-other --model cells-mse-fast --model cells-wgan-fast
     # add --json FILE to keep the rows, --no-baselines to skip BM3D/NLM,
     # --baselines nlm to run NLM alone, --tta 8 to average each model over the 8
     # flips/rotations of its input (rows "<model> (tta 8)"; with --no-baselines, beside
@@ -15,6 +16,10 @@ Usage (from the repository root)::
 * cells: CellaVision 077-088 (held out from training) at σ 25/35/50, and the same images
   after each fixed colour shift of ``data/colour.VALIDATION_SHIFTS`` (models only; the
   stain-robustness rows: mean and worst shift).
+* cells-other: RGB images no cell model trains on, at σ 25/35/50: scikit-image's
+  immunohistochemistry image (another stain, DAB and haematoxylin, and another tissue)
+  and three of its natural colour photographs (astronaut, coffee, chelsea: structure the
+  smooth blood smears lack).
 * fluo: FMD Confocal_BPAE_B fields 3 and 11 (held out), each raw frame against the
   50-frame average; and synthetic Poisson-Gaussian noise (peak 30 photons, read 0.01) on
   the held-out clean images (avg50 of fields 3 and 11, StarDist's image), once
@@ -139,6 +144,42 @@ def cells(models, baselines, tta=1) -> dict:
     return out
 
 
+OTHER_RGB = {
+    "other stain (IHC)": ("immunohistochemistry",),
+    "natural RGB": ("astronaut", "coffee", "chelsea"),
+}
+
+
+def _other_folders() -> list[tuple[str, Path]]:
+    from skimage import data
+
+    folders = []
+    for k, (label, names) in enumerate(OTHER_RGB.items()):
+        folder = EVAL / f"cells_other/{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            target = folder / f"{name}.png"
+            if not target.exists():
+                img = np.asarray(getattr(data, name)())[..., :3]
+                skimage.io.imsave(target, img, check_contrast=False)
+        folders.append((label, folder))
+    return folders
+
+
+def cells_other(models, baselines, tta=1) -> dict:
+    """Other stains and natural colour images at σ 25/35/50 (no cell model trains on them)."""
+    out: dict = {}
+    for label, folder in _other_folders():
+        table = {}
+        for sigma in (25, 35, 50):
+            rows = _run(models, baselines, tta, clean=folder, sigma=sigma, include_noisy=True)
+            out.setdefault(label, {})[sigma] = rows
+            for r in rows:
+                table.setdefault(r["model"], []).append(_row(r))
+        print(_table(f"{label} (PSNR / SSIM / gradient ratio)", ["σ 25", "σ 35", "σ 50"], table))
+    return out
+
+
 def _fmd_folders() -> tuple[Path, Path]:
     noisy, clean = EVAL / "fmd_val/noisy", EVAL / "fmd_val/clean"
     if not noisy.exists():
@@ -209,7 +250,7 @@ def _model(name: str):
 def main() -> None:
     """Run one family's held-out evaluation and print markdown tables."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("family", choices=("gray", "cells", "fluo"))
+    ap.add_argument("family", choices=("gray", "cells", "cells-other", "fluo"))
     ap.add_argument("--model", action="append", default=[])
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument(
@@ -231,7 +272,7 @@ def main() -> None:
     args = ap.parse_args()
     baselines = () if args.no_baselines else tuple(b for b in args.baselines.split(",") if b)
     models = [_model(m) for m in args.model]
-    run = {"gray": gray, "cells": cells, "fluo": fluo}[args.family]
+    run = {"gray": gray, "cells": cells, "cells-other": cells_other, "fluo": fluo}[args.family]
     result = run(models, baselines, args.tta)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

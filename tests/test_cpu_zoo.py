@@ -17,6 +17,7 @@ from napari_wgan_denoise.cli import main
 from napari_wgan_denoise.data.colour import (
     VALIDATION_SHIFTS,
     ColourJitter,
+    GrayStainer,
     apply_shift,
     colour_shifted_copies,
 )
@@ -128,6 +129,23 @@ def test_colour_shifted_copies_are_fixed():
         assert a.shape == img.shape and np.array_equal(a, b)
 
 
+def test_gray_stainer_is_seeded_rgb_and_follows_the_structure():
+    x = torch.zeros(6, 1, 32, 32)
+    x[:, :, :, 16:] = 255.0  # left half black, right half white
+    a = GrayStainer()(x, torch.Generator().manual_seed(5))
+    b = GrayStainer()(x, torch.Generator().manual_seed(5))
+    assert a.shape == (6, 3, 32, 32) and torch.equal(a, b)
+    assert float(a.min()) >= 0 and float(a.max()) <= 255
+    assert not torch.equal(a, GrayStainer()(x, torch.Generator().manual_seed(6)))
+    # white stays near white (at most a faint background stain); dark areas take colour
+    assert float(a.amax(dim=(1, 2, 3)).min()) > 200
+    assert float(a[:, :, :, :16].mean()) < float(a[:, :, :, 16:].mean())
+    chroma = a.amax(dim=1) - a.amin(dim=1)
+    assert float(chroma.mean()) > 5  # RGB, not gray copied to three channels
+    with pytest.raises(ValueError, match="gray"):
+        GrayStainer()(torch.zeros(1, 3, 8, 8), torch.Generator())
+
+
 # -- recipes ---------------------------------------------------------------------------------
 @pytest.fixture
 def folders(tmp_path):
@@ -180,6 +198,38 @@ def test_recipe_colour_jitter_and_errors(folders):
         build_source({"sources": [{"clean": str(gray), "noise": "gaussian", "wieght": 2}]})
     with pytest.raises(ValueError, match="colour_jitter setting"):
         build_source({"clean": str(rgb), "noise": "gaussian", "colour_jitter": {"hues": 3}})
+
+
+def test_recipe_stain_turns_gray_images_into_rgb_training_data(folders, tmp_path):
+    gray, rgb = folders
+    gray8 = tmp_path / "gray8"
+    gray8.mkdir()
+    for f in sorted(gray.glob("*.png")):
+        (gray8 / f.name).write_bytes(f.read_bytes())
+    spec = {"clean": str(gray8), "noise": "gaussian:25", "val_fraction": 0.5, "stain": True}
+    stained = build_source({**spec, "colour_jitter": True})
+    assert stained.channels == 3
+    kinds = [part["type"] for part in stained.describe()["augment"]]
+    assert kinds[0].startswith("gray-to-stain") and kinds[1].startswith("stain-jitter")
+    pairs = stained.validation_pairs()
+    assert pairs and all(n.shape[0] == 3 and c.shape[0] == 3 for n, c in pairs)
+    assert np.array_equal(pairs[0][1], build_source(spec).validation_pairs()[0][1])
+    mixed = build_source(
+        {
+            "sources": [
+                {"clean": str(rgb), "noise": "gaussian:25", "weight": 1},
+                {**spec, "weight": 1},
+            ]
+        }
+    )
+    noisy, clean = mixed.sample(8, 32, torch.Generator().manual_seed(0))
+    assert noisy.shape == clean.shape == (8, 3, 32, 32)
+    with pytest.raises(ValueError, match="stain needs gray 8-bit"):
+        build_source({"clean": str(rgb), "noise": "gaussian:25", "stain": True})
+    with pytest.raises(ValueError, match="stain needs gray 8-bit"):  # the uint16 stack
+        build_source({"clean": str(gray), "noise": "gaussian:25", "stain": True})
+    with pytest.raises(ValueError, match="stain setting"):
+        build_source({**spec, "stain": {"densty": 1}})
 
 
 # -- schedule, warm start, CPU budget --------------------------------------------------------

@@ -126,3 +126,71 @@ def colour_shifted_copies(rgb: np.ndarray) -> list[tuple[str, np.ndarray]]:
         )[0][list(order)]
         out.append((name, y.permute(1, 2, 0).numpy().astype(np.float32)))
     return out
+
+
+@dataclass(frozen=True)
+class GrayStainer:
+    """Gray clean images as stained bright-field RGB, for structure variety in a stained-cell
+    model: natural gray images carry textures and edges that smooth blood smears lack.
+
+    Per sample, on (B, 1, H, W) patches on the 0-255 scale (t = value / 255), by the
+    Beer-Lambert law: a main stain's optical density ``d1 * (1 - t) ** g1`` (haematoxylin
+    with probability ``main_h``, else eosin or DAB) and, with probability ``second``, a
+    second stain's ``d2 * (1 - t') ** g2 + background`` from a flipped/rotated copy t' of
+    the same patch (so colour edges need not follow brightness edges); each stain's colour
+    is Ruifrok & Johnston's vector turned by up to ``vector_jitter`` radians. ``d`` is
+    uniform in ``density``, ``g`` log-uniform in ``1/gamma .. gamma``. The result is
+    (B, 3, H, W) on the 0-255 scale. It also stains the validation crops (seeded), since
+    the source's validation images must be RGB too.
+    """
+
+    density: tuple[float, float] = (0.4, 2.5)
+    gamma: float = 2.0
+    second: float = 0.75
+    main_h: float = 0.6
+    background: float = 0.15
+    vector_jitter: float = 0.15
+
+    in_validation = True  # the validation crops are stained as well (they are gray planes)
+
+    def to_card(self) -> dict[str, Any]:
+        """JSON-able description for the model card."""
+        return {"type": "gray-to-stain synthesis (Beer-Lambert, H/E/DAB)", **asdict(self)}
+
+    def __call__(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Stained RGB (B, 3, H, W) copy of a gray (B, 1, H, W) batch on the 0-255 scale."""
+        if clean.shape[1] != 1:
+            raise ValueError(f"GrayStainer stains gray patches, got {clean.shape[1]} channels.")
+        b = clean.shape[0]
+        u = torch.rand((b, 10), generator=generator, dtype=torch.float64)
+        turns = torch.randint(0, 8, (b,), generator=generator)
+        vec_u = torch.rand((b, 2, 3), generator=generator, dtype=torch.float64)
+        t = (clean.double() / 255.0).clamp(0.0, 1.0)[:, 0]
+        lo, hi = self.density
+        log_g = math.log(self.gamma)
+        basis = torch.from_numpy(
+            _RGB_FROM_HED / np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
+        )
+        od = torch.zeros((b, 3) + t.shape[1:], dtype=torch.float64)
+        for i in range(b):
+            main = 0 if u[i, 0] < self.main_h else (1 if u[i, 1] < 0.5 else 2)
+            other = 1 if main == 0 else 0
+            if u[i, 2] < 0.3:
+                other = 2 if main != 2 else 0
+            layers = [(main, lo + (hi - lo) * u[i, 3], math.exp((2 * u[i, 4] - 1) * log_g), t[i])]
+            if u[i, 5] < self.second:
+                turned = torch.rot90(t[i], int(turns[i]) % 4, (0, 1))
+                if turns[i] >= 4:
+                    turned = turned.flip(1)
+                dens = (lo + (hi - lo) * u[i, 6]) * 0.6
+                layers.append((other, dens, math.exp((2 * u[i, 7] - 1) * log_g), turned))
+            for k, (stain, dens, g, plane) in enumerate(layers):
+                vec = basis[stain] + self.vector_jitter * (2 * vec_u[i, min(k, 1)] - 1)
+                vec = vec.clamp_min(0.01)
+                vec = vec / vec.norm()
+                conc = dens * (1.0 - plane) ** g
+                if k == 1:
+                    conc = conc + self.background * u[i, 8]
+                od[i] += vec.view(3, 1, 1) * conc
+        out = torch.exp(-od).clamp(0.0, 1.0) * 255.0
+        return out.to(clean.dtype).contiguous()

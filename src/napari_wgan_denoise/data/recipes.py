@@ -8,9 +8,12 @@ mapping with the same keys plus:
 * ``balance: files`` - every file equally likely, whatever its size or plane count;
 * ``colour_jitter`` - ``true`` (default strengths) or a mapping of
   :class:`~napari_wgan_denoise.data.colour.ColourJitter` fields: stain augmentation of the
-  clean patches before noise (RGB synthetic sources only).
+  clean patches before noise (RGB synthetic sources only);
+* ``stain`` - ``true`` or a mapping of :class:`~napari_wgan_denoise.data.colour.GrayStainer`
+  fields: turns a gray 8-bit synthetic source into stained-looking RGB (structure variety
+  for a stained-cell model), applied before ``colour_jitter`` if both are given.
 
-The same two options may sit at the top level of a single-source config.
+The same options may sit at the top level of a single-source config.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .colour import ColourJitter
+from .colour import ColourJitter, GrayStainer
 from .datasets import MixedSource, PatchSource, SyntheticSource, make_source
 
 SOURCE_KEYS = ("clean", "noisy", "fmd", "noise", "val_fraction", "val_names", "channels", "mix")
-RECIPE_KEYS = ("weight", "balance", "colour_jitter")
+RECIPE_KEYS = ("weight", "balance", "colour_jitter", "stain")
 
 
 def _options(source: PatchSource, spec: Mapping[str, Any], where: str) -> PatchSource:
@@ -33,19 +36,50 @@ def _options(source: PatchSource, spec: Mapping[str, Any], where: str) -> PatchS
         parts = source.sources if isinstance(source, MixedSource) else [source]
         for part in parts:
             part.balance_files()
+    stain = spec.get("stain")
+    if stain:
+        if not isinstance(source, SyntheticSource) or source.channels != 1 or not source.fixed:
+            raise ValueError(
+                f"{where}: stain needs gray 8-bit clean images with Gaussian noise (it turns "
+                "them into RGB); RGB images are already coloured (use colour_jitter)."
+            )
+        source.augment = _make(GrayStainer, stain, where, "stain")
+        source.channels = 3
     jitter = spec.get("colour_jitter")
     if jitter:
         if not isinstance(source, SyntheticSource) or source.channels != 3:
             raise ValueError(f"{where}: colour_jitter needs RGB clean images with synthetic noise.")
-        fields = dict(jitter) if isinstance(jitter, Mapping) else {}
-        try:
-            source.augment = ColourJitter(**fields)
-        except TypeError:
-            raise ValueError(
-                f"{where}: unknown colour_jitter setting(s) {sorted(fields)}; valid: "
-                f"{sorted(ColourJitter.__dataclass_fields__)}."
-            ) from None
+        colour = _make(ColourJitter, jitter, where, "colour_jitter")
+        source.augment = colour if source.augment is None else _Chain(source.augment, colour)
     return source
+
+
+def _make(kind: type, setting: Any, where: str, key: str) -> Any:
+    fields = dict(setting) if isinstance(setting, Mapping) else {}
+    try:
+        return kind(**fields)
+    except TypeError:
+        raise ValueError(
+            f"{where}: unknown {key} setting(s) {sorted(fields)}; valid: "
+            f"{sorted(kind.__dataclass_fields__)}."
+        ) from None
+
+
+class _Chain:
+    """Two clean-patch augmentations, one after the other (stain, then colour jitter)."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+        self.in_validation = getattr(first, "in_validation", False)
+
+    def __call__(self, clean: Any, generator: Any) -> Any:
+        return self.second(self.first(clean, generator), generator)
+
+    def validate(self, clean: Any, generator: Any) -> Any:
+        return self.first(clean, generator)
+
+    def to_card(self) -> list[Any]:
+        return [self.first.to_card(), self.second.to_card()]
 
 
 def build_source(data: Mapping[str, Any], seed: int = 0) -> PatchSource:

@@ -163,7 +163,8 @@ class _PlaneSource(PatchSource):
         transforms: np.ndarray,
         size: int,
     ) -> torch.Tensor:
-        batch = np.empty((len(arrays), self.channels, size, size), dtype=np.float32)
+        planes = arrays[0].shape[0] if arrays else self.channels  # a stainer makes 1 into 3
+        batch = np.empty((len(arrays), planes, size, size), dtype=np.float32)
         for b, (arr, (y, x), t) in enumerate(zip(arrays, corners, transforms)):
             batch[b] = _patch(arr, y, x, size, int(t))
         return torch.from_numpy(batch)
@@ -265,6 +266,8 @@ class SyntheticSource(_PlaneSource):
         pairs = []
         for p in _spread(self._val):
             crop = torch.from_numpy(np.array(_centre_crop(p.clean), dtype=np.float32))[None]
+            if getattr(self.augment, "in_validation", False):  # e.g. a gray-to-stain synthesis
+                crop = getattr(self.augment, "validate", self.augment)(crop, gen)
             if self.fixed:
                 noisy = self._noise_net.apply(crop, gen)[0].numpy() / 255.0
                 clean = crop[0].numpy() / 255.0
