@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from napari_wgan_denoise import denoise
+from napari_wgan_denoise.inference import optimise
 from napari_wgan_denoise.inference.optimise import (
     FUSION_ENV,
     FusedBlock,
@@ -68,6 +69,14 @@ def test_fusion_can_be_switched_off_and_leaves_other_networks_alone(monkeypatch)
     monkeypatch.delenv(FUSION_ENV)
     lonely = nn.Conv2d(1, 1, 3, padding=1)  # nothing to fuse
     assert fuse_convolutions(lonely, torch.float32) is lonely
+    # a Sequential with no conv -> ReLU pair is returned as is, without a needless copy
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 1, 1))
+
+    def no_copy(_):
+        raise AssertionError("copied a network with nothing to fuse")
+
+    monkeypatch.setattr(optimise.copy, "deepcopy", no_copy)
+    assert fuse_convolutions(plain, torch.float32) is plain
 
 
 @needs_fusion

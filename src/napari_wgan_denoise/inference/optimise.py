@@ -144,6 +144,21 @@ def fusion_enabled() -> bool:
     return os.environ.get(FUSION_ENV, "").strip() != "0" and fusion_works()
 
 
+def _has_fusable(network: nn.Module) -> bool:
+    """Whether ``network`` holds a shuffle block or a ``conv -> ReLU`` pair to fuse (so a
+    network with neither is not copied for nothing)."""
+    from ..models.shuffle import _Block
+
+    for module in network.modules():
+        if isinstance(module, _Block) and _fusable(module.conv1) and _fusable(module.conv2):
+            return True
+        if isinstance(module, nn.Sequential) and any(
+            _fusable(module[i]) and type(module[i + 1]) is nn.ReLU for i in range(len(module) - 1)
+        ):
+            return True
+    return False
+
+
 def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A copy of ``network`` for CPU inference whose shuffle residual blocks and ``conv ->
     ReLU`` pairs run as oneDNN fused convolutions in ``dtype`` (bf16 where the CPU has it),
@@ -155,9 +170,7 @@ def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
 
     if isinstance(network, torch.jit.ScriptModule):
         return network
-    if not any(isinstance(m, (_Block, nn.Sequential)) for m in network.modules()):
-        return network
-    if not fusion_enabled():
+    if not _has_fusable(network) or not fusion_enabled():
         return network
     net = copy.deepcopy(network)
     changed = False
