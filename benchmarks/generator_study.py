@@ -34,7 +34,8 @@ def checkpoint_model(path: Path):
     """A model with the generator weights of a training checkpoint (``.../last``)."""
     meta = json.loads(path.with_suffix(".json").read_text())
     cfg = meta["config"]
-    model = create_model(cfg["architecture"], channels=1, **cfg["arch_config"])
+    channels = int(meta["card"].get("channels", 1))  # RGB cell runs as well as gray ones
+    model = create_model(cfg["architecture"], channels=channels, **cfg["arch_config"])
     load_checkpoint(path, modules={"generator": model.network}, optimizers={}, rng={})
     model.card["normalisation"] = meta["card"]["normalisation"]
     model.card["name"] = path.parent.name.replace("-checkpoints", "")
