@@ -137,9 +137,10 @@ class GrayStainer:
     Beer-Lambert law: a main stain's optical density ``d1 * (1 - t) ** g1`` (haematoxylin
     with probability ``main_h``, else eosin or DAB) and, with probability ``second``, a
     second stain's ``d2 * (1 - t') ** g2 + background`` from a flipped/rotated copy t' of
-    the same patch (so colour edges need not follow brightness edges); each stain's colour
-    is Ruifrok & Johnston's vector turned by up to ``vector_jitter`` radians. ``d`` is
-    uniform in ``density``, ``g`` log-uniform in ``1/gamma .. gamma``. The result is
+    the same patch (so colour edges need not follow brightness edges; DAB with probability
+    0.3); each stain's colour is Ruifrok & Johnston's unit vector with every component moved
+    by up to ``±vector_jitter``, renormalised. ``d1`` is uniform in ``density``, ``d2`` in
+    0.6 × ``density``, ``g`` log-uniform in ``1/gamma .. gamma``. The result is
     (B, 3, H, W) on the 0-255 scale. It also stains the validation crops (seeded), since
     the source's validation images must be RGB too.
     """
