@@ -7,6 +7,7 @@ Real processes (``python -m napari_wgan_denoise.cli``), real tiny models and rea
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import tifffile
 
 from napari_wgan_denoise import create_model, load_model, save_model, save_user_model
 from napari_wgan_denoise.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from napari_wgan_denoise.interrupt import GracefulStop
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -292,6 +294,40 @@ def test_signal_in_finetune_keeps_the_best_so_far(files, sig):
     card = load_model(files / "ft").card
     assert card["finetune"]["stopped"] == "cancelled"
     assert 0 < card["finetune"]["iterations_run"] < 20000
+
+
+@pytest.fixture
+def own_handlers():
+    """Puts this process's SIGINT/SIGTERM handlers back after a test that changes them."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _wait_for(condition, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_graceful_stop_restores_handlers_after_one_signal_and_goes_deaf_after_two(own_handlers):
+    before, out = signal.getsignal(signal.SIGINT), io.StringIO()
+    with GracefulStop("saving", stream=out) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert _wait_for(stop.event.is_set)
+    assert "send it again to quit at once" in out.getvalue()
+    assert stop.signal_name == "SIGINT" and signal.getsignal(signal.SIGINT) is before
+
+    with pytest.raises(KeyboardInterrupt), GracefulStop("saving", stream=io.StringIO()):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # the second signal: quit at once
+        time.sleep(5)
+    # quitting: a third Ctrl-C can no longer interrupt the clean-up that follows
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
 
 
 def test_second_signal_quits_at_once(files):

@@ -58,7 +58,9 @@ def ignore_signals() -> None:
 
 class GracefulStop:
     """Context manager: the first SIGINT/SIGTERM sets :attr:`event` and prints ``note``;
-    a second one raises ``KeyboardInterrupt`` immediately. Handlers are restored on exit.
+    a second one raises ``KeyboardInterrupt`` immediately, and from then on both signals
+    are ignored (so a third cannot cut short the clean-up of half-written files while the
+    interrupt unwinds). Otherwise the handlers are restored on exit.
 
     ``with GracefulStop("saving the best weights so far") as stop: run(cancel=stop.event)``
     then ``stop.signal_name`` says whether (and by which signal) the run was stopped.
@@ -70,6 +72,7 @@ class GracefulStop:
         self.event = threading.Event()
         self.signal_name: str | None = None
         self._previous: dict[int, Any] = {}
+        self._quitting = False
 
     @property
     def stopped(self) -> bool:
@@ -78,7 +81,9 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self.event.is_set():  # second signal: leave now
+        if self.event.is_set():  # second signal: leave now, deaf to any further one
+            self._quitting = True
+            ignore_signals()
             raise KeyboardInterrupt(name)
         self.signal_name = name
         self.event.set()
@@ -97,8 +102,9 @@ class GracefulStop:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        if not self._quitting:  # after a second signal the process is quitting: stay deaf
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
         self._previous.clear()
 
 

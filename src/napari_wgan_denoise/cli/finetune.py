@@ -186,8 +186,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         if not ft["improved"]:  # the best weights are the base's: no copy under a new name
             m = model.card["metrics"]
+            how = "interrupted with" if interrupted else "after"
             print(
-                f"wgan-denoise: no improvement over {base.name} after {ft['iterations_run']} "
+                f"wgan-denoise: no improvement over {base.name} {how} {ft['iterations_run']} "
                 f"iteration(s) ({m['validation_metric']} {m['before']:.4g}); nothing saved.",
                 file=sys.stderr,
             )
