@@ -152,8 +152,6 @@ class GrayStainer:
     background: float = 0.15
     vector_jitter: float = 0.15
 
-    in_validation = True  # the validation crops are stained as well (they are gray planes)
-
     def to_card(self) -> dict[str, Any]:
         """JSON-able description for the model card."""
         return {"type": "gray-to-stain synthesis (Beer-Lambert, H/E/DAB)", **asdict(self)}
@@ -195,3 +193,7 @@ class GrayStainer:
                 od[i] += vec.view(3, 1, 1) * conc
         out = torch.exp(-od).clamp(0.0, 1.0) * 255.0
         return out.to(clean.dtype).contiguous()
+
+    def validate(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The validation crops are stained too: they are gray planes of an RGB source."""
+        return self(clean, generator)

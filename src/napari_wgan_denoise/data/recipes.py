@@ -70,13 +70,11 @@ class _Chain:
 
     def __init__(self, first: Any, second: Any) -> None:
         self.first, self.second = first, second
-        self.in_validation = getattr(first, "in_validation", False)
+        if hasattr(first, "validate"):  # only the first part applies to validation crops
+            self.validate = first.validate
 
     def __call__(self, clean: Any, generator: Any) -> Any:
         return self.second(self.first(clean, generator), generator)
-
-    def validate(self, clean: Any, generator: Any) -> Any:
-        return self.first(clean, generator)
 
     def to_card(self) -> list[Any]:
         return [self.first.to_card(), self.second.to_card()]

@@ -239,7 +239,8 @@ class SyntheticSource(_PlaneSource):
         self.fixed = fixed
         self.seed = int(seed)
         #: Optional ``augment(clean_batch, generator) -> clean_batch`` applied to the clean
-        #: patches before noise (e.g. :class:`~napari_wgan_denoise.data.colour.ColourJitter`).
+        #: patches before noise (e.g. :class:`~napari_wgan_denoise.data.colour.ColourJitter`);
+        #: one with a ``validate`` method of the same form applies it to the validation crops.
         self.augment: Any = None
         self._noise_net = noise.with_data_max(255.0 if fixed else 1.0)
 
@@ -266,8 +267,9 @@ class SyntheticSource(_PlaneSource):
         pairs = []
         for p in _spread(self._val):
             crop = torch.from_numpy(np.array(_centre_crop(p.clean), dtype=np.float32))[None]
-            if getattr(self.augment, "in_validation", False):  # e.g. a gray-to-stain synthesis
-                crop = getattr(self.augment, "validate", self.augment)(crop, gen)
+            validate = getattr(self.augment, "validate", None)  # e.g. a gray-to-stain synthesis
+            if validate is not None:
+                crop = validate(crop, gen)
             if self.fixed:
                 noisy = self._noise_net.apply(crop, gen)[0].numpy() / 255.0
                 clean = crop[0].numpy() / 255.0
