@@ -127,8 +127,7 @@ def flops_per_pixel(network: Any, channels: int = 1, size: int = 64) -> float:
 def tile_overhead(network: Any, height: int, width: int, device: Any, tile_size: int | None):
     """Pixels the tiled pass runs through the network per image pixel (>= 1), as
     :func:`~napari_wgan_denoise.denoise` plans its tiles with default overlap."""
-    from .inference.denoise import DEFAULT_TILE
-    from .inference.tiling import EDGE_BORDER, tile_geometry, tiled_pixels
+    from .inference.tiling import DEFAULT_TILE, EDGE_BORDER, tile_geometry, tiled_pixels
 
     g = tile_geometry(network, tile_size, None, DEFAULT_TILE.get(device.type, 512))
     pixels = tiled_pixels(height, width, g.tile, g.overlap, g.multiple, EDGE_BORDER)

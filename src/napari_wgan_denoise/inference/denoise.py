@@ -19,14 +19,21 @@ from .augment import DihedralEnsemble
 from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm, fuse_convolutions
-from .tiling import EDGE_BORDER, count_tiles, round_up, run_tiled, smallest_tile, tile_geometry
+from .tiling import (
+    DEFAULT_TILE,
+    EDGE_BORDER,
+    count_tiles,
+    round_up,
+    run_tiled,
+    smallest_tile,
+    tile_geometry,
+)
 
 ProgressFn = Callable[[float, int], Any]
 
 #: Tile edge and pixels per batch by device. On the CPU one 512 px tile at a time was the
 #: fastest on 1-2 MP and 4 MP planes (docs/benchmarks.md §7j): bigger tiles or batches
 #: leave the caches.
-DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
 PIXELS_PER_BATCH = {"cpu": 1 << 18, "cuda": 1 << 23, "mps": 1 << 21}
 
 

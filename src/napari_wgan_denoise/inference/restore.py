@@ -14,9 +14,7 @@ from .denoise import ProgressFn, as_model, checked_view
 from .devices import resolve_device
 from .normalise import from_network, intensity_range, to_network
 from .optimise import fold_batch_norm
-from .tiling import count_tiles, run_tiled, tile_geometry
-
-DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
+from .tiling import DEFAULT_TILE, count_tiles, run_tiled, tile_geometry
 
 
 class _BothStages(nn.Module):

@@ -15,6 +15,9 @@ from torch import nn
 from ..errors import Cancelled
 from ..models.shuffle import ShuffleGenerator, fit_whole_image
 
+#: Tile edge when none is given, per device type (a CPU denoises one 512² tile at a time
+#: fastest: docs/benchmarks.md §7j; denoise and restore both use it).
+DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
 BLEND = 8  # half-width of the linear cross-fade between neighbouring tiles
 #: Mirror padding that denoise() gives a plane's outer edges. None would be the full
 #: overlap; at 0 the network meets the image's edges as it met the edges of its training

@@ -153,16 +153,12 @@ def run_warnings(
     """What to tell people before a run starts: tiles so small that the run is many
     times slower, and (given the ``data`` to denoise) noise far outside what the model
     was trained for (its card's noise model)."""
-    from ..inference.denoise import DEFAULT_TILE
-    from ..inference.restore import DEFAULT_TILE as RESTORE_TILE
-    from ..inference.tiling import default_overlap, small_tile_warning
+    from ..inference.tiling import DEFAULT_TILE, default_overlap, small_tile_warning
 
     restoring = model.task == "restore"
     network = model.network
     overlap = default_overlap(network, 64 if restoring else 32)
-    auto = (RESTORE_TILE if restoring else DEFAULT_TILE).get(
-        resolve_device(settings.device).type, 512
-    )
+    auto = DEFAULT_TILE.get(resolve_device(settings.device).type, 512)
     multiple = int(getattr(network, "size_multiple", 1))
     notes = [small_tile_warning(job.plane_shape, settings.tile_size, auto, overlap, multiple)]
     if data is not None and not restoring:
