@@ -283,6 +283,31 @@ def compute_evaluation(crop: int | None, baselines: list[str]) -> list[dict[str,
     return rows
 
 
+#: Label offsets in points, tried in turn until a label keeps clear of those placed.
+_LABEL_OFFSETS = ((4, 3, "left"), (4, -10, "left"), (-4, 3, "right"), (-4, -10, "right"))
+
+
+def _label_points(ax: Any, points: list[tuple[float, float, str]]) -> None:
+    """Name each point beside it, moving a label to another side of its point where it
+    would overlap one already placed (two models of nearly the same score and speed)."""
+    ax.autoscale_view()
+    placed: list[tuple[float, float, float]] = []  # label box: left, right, bottom (pixels)
+    scale = ax.figure.dpi / 72.0
+    for x, y, text in sorted(points, key=lambda p: -p[1]):
+        px, py = ax.transData.transform((x, y))
+        width = 4.2 * len(text) * scale  # ~ the width of a 7-point label
+        for dx, dy, ha in _LABEL_OFFSETS:
+            left = px + dx * scale - (width if ha == "right" else 0)
+            bottom = py + dy * scale
+            inside = ax.bbox.x0 <= left and left + width <= ax.bbox.x1
+            if inside and all(
+                left + width < a or left > b or abs(bottom - c) > 9 * scale for a, b, c in placed
+            ):
+                break
+        placed.append((left, left + width, bottom))
+        ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points", ha=ha)
+
+
 def plot_quality_speed(rows: list[dict[str, Any]], path: Path, max_kb: int, dpi: int) -> Path:
     """PSNR against seconds per megapixel (log), one panel per image set."""
     import matplotlib
@@ -295,23 +320,16 @@ def plot_quality_speed(rows: list[dict[str, Any]], path: Path, max_kb: int, dpi:
     for ax, name in zip(axes[0], sets):
         sub = [r for r in rows if r.get("set", "all") == name]
         noisy = [r for r in sub if r.get("kind") == "noisy"]
-        for r in sub:
-            if r.get("kind") == "noisy" or not r.get("s_per_mp"):
-                continue
+        points = [r for r in sub if r.get("kind") != "noisy" and r.get("s_per_mp")]
+        for r in points:
             baseline = r.get("kind") == "baseline"
             colour = "tab:gray" if baseline else ("tab:red" if "wgan" in r["model"] else "tab:blue")
             ax.scatter(r["s_per_mp"], r["psnr"], c=colour, marker="s" if baseline else "o", s=36)
-            ax.annotate(
-                r["model"],
-                (r["s_per_mp"], r["psnr"]),
-                fontsize=7,
-                xytext=(4, 3),
-                textcoords="offset points",
-            )
+        ax.set_xscale("log")
+        _label_points(ax, [(r["s_per_mp"], r["psnr"], r["model"]) for r in points])
         if noisy:
             ax.axhline(noisy[0]["psnr"], color="k", lw=0.8, ls=":", label="noisy input")
             ax.legend(loc="lower right", fontsize=7)
-        ax.set_xscale("log")
         ax.set_xlabel("seconds per megapixel (CPU, log scale)")
         ax.set_ylabel("PSNR (dB)")
         sigma = next((r.get("sigma") for r in sub if r.get("sigma")), None)
