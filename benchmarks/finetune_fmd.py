@@ -78,9 +78,7 @@ def mode_options(spec: str, args: argparse.Namespace, train_gt: np.ndarray, shap
 def scratch_model(base: DenoiseModel) -> DenoiseModel:
     """A randomly initialised copy of ``base``'s network (Noise2Void from scratch)."""
     cfg = dict(base.card.get("config") or {})
-    model = create_model(
-        base.architecture, base.channels, normalisation=base.normalisation, **cfg
-    )
+    model = create_model(base.architecture, base.channels, normalisation=base.normalisation, **cfg)
     model.card["name"] = f"{base.architecture}-scratch"
     return model
 
@@ -104,8 +102,15 @@ def run(
     return model, time.perf_counter() - start, time.process_time() - cpu
 
 
-def row(base_name: str, spec: str, model: DenoiseModel, before: float, after: float,
-        wall: float, cpu: float) -> dict[str, Any]:
+def row(
+    base_name: str,
+    spec: str,
+    model: DenoiseModel,
+    before: float,
+    after: float,
+    wall: float,
+    cpu: float,
+) -> dict[str, Any]:
     """One JSON row of the report."""
     ft = model.card["finetune"]
     runs = max(1, ft["iterations_run"])
@@ -173,11 +178,24 @@ def main() -> None:
         budget = ss_wall or args.time_budget or 120.0
         kw = {"mode": "self-supervised", "ss_loss": "blind-spot", "lr": 4e-4, "noise_check": False}
         model, wall, cpu = run(
-            model0, "n2v-scratch", train, kw, args, iterations=10**6, time_budget=budget,
+            model0,
+            "n2v-scratch",
+            train,
+            kw,
+            args,
+            iterations=10**6,
+            time_budget=budget,
             val_every=50,
         )
-        r = row(f"scratch ({first.name} network)", "n2v-scratch", model, before,
-                score(model, test, test_gt), wall, cpu)
+        r = row(
+            f"scratch ({first.name} network)",
+            "n2v-scratch",
+            model,
+            before,
+            score(model, test, test_gt),
+            wall,
+            cpu,
+        )
         print(json.dumps(r), flush=True)
         rows.append(r)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -159,6 +159,5 @@ def test_metrics_flag_an_output_worse_than_the_input(make_napari_viewer, qtbot, 
     widget.show_metrics(better, widget.last_readout)
     assert widget.worse_than_input == [] and not widget.flag.isVisibleTo(widget)
     assert not any(
-        widget.table.item(r, psnr_col).text().endswith("▼")
-        for r in range(widget.table.rowCount())
+        widget.table.item(r, psnr_col).text().endswith("▼") for r in range(widget.table.rowCount())
     )

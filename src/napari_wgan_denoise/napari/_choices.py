@@ -185,8 +185,10 @@ def describe_noise(noise: dict[str, Any]) -> str:
         return "real (paired noisy / clean acquisitions)"
     parts = []
     for key, value in noise.items():
-        if isinstance(value, list) and len(value) == 2 and all(
-            isinstance(v, (int, float)) for v in value
+        if (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, (int, float)) for v in value)
         ):
             parts.append(f"{key} {value[0]:g}-{value[1]:g}")
         elif isinstance(value, list):

@@ -131,9 +131,10 @@ class LossPlot(QWidget):
         loss_text = f"loss {self.loss[-1][1]:.4g}" if self.loss else "loss"
         if not self.metric:
             return loss_text, ""
-        label = SHORT_METRIC_LABELS.get(self.metric) or METRIC_LABELS.get(
-            self.metric, (self.metric, True)
-        )[0]
+        label = (
+            SHORT_METRIC_LABELS.get(self.metric)
+            or METRIC_LABELS.get(self.metric, (self.metric, True))[0]
+        )
         if self.values:
             label += f" {format_metric(self.metric, self.values[-1][1])}"
         return loss_text, label
