@@ -31,9 +31,9 @@ from .tiling import (
 
 ProgressFn = Callable[[float, int], Any]
 
-#: Tile edge and pixels per batch by device. On the CPU one 512 px tile at a time was the
-#: fastest on 1-2 MP and 4 MP planes (docs/benchmarks.md §7j): bigger tiles or batches
-#: leave the caches.
+#: Pixels per batch by device (the tile edge is tiling.DEFAULT_TILE). On the CPU one 512 px
+#: tile at a time was the fastest on 1-2 MP and 4 MP planes (docs/benchmarks.md §7j): bigger
+#: tiles or batches leave the caches.
 PIXELS_PER_BATCH = {"cpu": 1 << 18, "cuda": 1 << 23, "mps": 1 << 21}
 
 
