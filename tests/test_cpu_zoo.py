@@ -81,6 +81,27 @@ def test_shuffle_generator_starts_as_identity_and_has_honest_radius(residual):
     assert not torch.allclose(y2[..., k : k + 2], y0[..., k : k + 2])
 
 
+def test_deep_shuffle_tiles_with_its_context_radius_and_matches_the_whole_image():
+    """The 24-convolution cells model reaches 50 px, but its tiles carry 24 px of context
+    (+ the blend): the tiled output is the whole-image output within bf16 rounding."""
+    from skimage import data
+
+    from napari_wgan_denoise.inference.tiling import default_overlap
+
+    model = load_model("cells-mse-fast")
+    net = model.network
+    assert net.receptive_radius == 50 and net.context_radius == 24
+    assert default_overlap(net, 32) == 32
+    rng = np.random.default_rng(0)
+    clean = data.astronaut()[:400, :360].astype(np.float32)
+    noisy = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.float32)
+    whole = denoise(noisy, model, tile_size=1024, value_range=(0, 255))
+    tiled = denoise(noisy, model, tile_size=160, value_range=(0, 255))
+    err = np.abs(tiled - whole)
+    assert err.max() <= 1.0  # one bf16 step of the output is 0.5 at this scale
+    assert 10 * np.log10(255**2 / np.mean(err.astype(np.float64) ** 2)) > 70
+
+
 def test_shuffle_rejects_a_bad_config():
     with pytest.raises(ValueError, match="depth >= 3"):
         create_model("shuffle", channels=1, depth=2)

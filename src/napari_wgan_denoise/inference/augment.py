@@ -32,7 +32,7 @@ class DihedralEnsemble(nn.Module):
     ``passes`` is 1 (the plain output), 2 (identity and a horizontal flip), 4 (the four
     rotations) or 8 (the rotations with and without the flip). Tiles may be non-square (a
     quarter turn swaps H and W). The wrapped network's ``size_multiple``,
-    ``receptive_radius`` and ``channels`` are exposed when it has them, so the tiling plans
+    ``receptive_radius``, ``context_radius`` and ``channels`` are exposed when it has them, so the tiling plans
     exactly as for the network itself, and ``passes`` tells the progress reporting how many
     times each layer runs per call. A channels-last input is passed on channels-last after
     each rotation.
@@ -47,7 +47,7 @@ class DihedralEnsemble(nn.Module):
         self.network = network
         self.passes = int(passes)
         self.size_multiple = int(getattr(network, "size_multiple", 1))
-        for name in ("receptive_radius", "channels"):
+        for name in ("receptive_radius", "context_radius", "channels"):
             value = getattr(network, name, None)
             if value is not None:
                 setattr(self, name, int(value))

@@ -315,10 +315,13 @@ def count_tiles(
 
 
 def default_overlap(network: nn.Module, fallback_radius: int) -> int:
-    """The context each tile carries on every side by default: the network's receptive
-    radius (``fallback_radius`` when it does not say) plus the blending, rounded up to the
-    network's size multiple."""
-    radius = int(getattr(network, "receptive_radius", fallback_radius))
+    """The context each tile carries on every side by default: the network's context radius
+    (where it names one, the context its outputs need; else its receptive radius, else
+    ``fallback_radius``) plus the blending, rounded up to the network's size multiple."""
+    radius = getattr(network, "context_radius", None)
+    if radius is None:
+        radius = getattr(network, "receptive_radius", fallback_radius)
+    radius = int(radius)
     return round_up(radius + BLEND, int(getattr(network, "size_multiple", 1)))
 
 
@@ -373,7 +376,7 @@ def small_tile_warning(
     plane: tuple[int, int], tile_size: int | None, auto_tile: int, overlap: int, multiple: int
 ) -> str | None:
     """Why a requested ``tile_size`` makes a run slow, or None: tiles of at most about
-    twice the ``overlap`` (context on each side: the model's receptive radius plus the
+    twice the ``overlap`` (context on each side: the model's context radius plus the
     blending) are mostly overlap, so the network does several times the work of the
     ``auto_tile`` default (the result is the same)."""
     if not tile_size:
@@ -387,7 +390,7 @@ def small_tile_warning(
     n_tiles = count_tiles(height, width, tile, overlap, multiple)
     return (
         f"Tile size {tile_size} px is small for this model: each tile carries {overlap} px "
-        f"of overlap on every side (its receptive radius plus blending), so a "
+        f"of overlap on every side (the context it needs plus blending), so a "
         f"{height} x {width} plane takes {n_tiles} tiles, about {mine / auto:.0f}x the work "
         f"of 'auto'. Use auto or at least {4 * overlap} px unless memory is short."
     )

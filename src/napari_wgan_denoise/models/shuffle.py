@@ -148,6 +148,14 @@ class _Block(nn.Module):
         return self.conv2(F.relu(self.conv1(x), inplace=True)).add_(x)
 
 
+#: The context a tile carries beyond which the trained shuffle networks' outputs no longer
+#: move: at 24 px (+ 8 px of blend) tiled outputs of the shipped gray, cells and fluo models
+#: differ from the whole-image output by at most one bf16 step (0.5 of 255) and score the
+#: same to 0.001 dB, while the 24-convolution cells model's full radius of 50 px cost 15-20 %
+#: more time in the overlap (docs/benchmarks.md §7p).
+CONTEXT_RADIUS = 24
+
+
 class ShuffleGenerator(nn.Module):
     """Predicts the noise of ``y`` at half resolution and returns ``y - r``."""
 
@@ -187,6 +195,13 @@ class ShuffleGenerator(nn.Module):
     def receptive_radius(self) -> int:
         """Pixels of context on each side that influence one output pixel."""
         return 2 * int(self.config.depth) + 2
+
+    @property
+    def context_radius(self) -> int:
+        """Pixels of context on each side that a tile needs for its output to match the
+        whole-image output within bf16 rounding (the tiling's default overlap, before the
+        blend band): the receptive radius, at most :data:`CONTEXT_RADIUS`."""
+        return min(self.receptive_radius, CONTEXT_RADIUS)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         sub = F.pixel_unshuffle(y, 2)
