@@ -219,6 +219,27 @@ def test_unwritable_outputs_fail_before_any_work(files):
     assert time.perf_counter() - start < 120  # nothing was trained or computed
 
 
+def test_an_output_folder_named_like_an_image_is_refused_before_any_work(files):
+    """``-o out.png`` would become a folder called out.png: one line says to give a folder,
+    and nothing is created; an existing folder of that name is still accepted."""
+    for command in ("denoise", "restore"):
+        target = files / f"{command}-result.png"
+        result = cli(
+            command, str(files / "noisy.tif"), "-o", str(target), "--model", str(files / "base")
+        )
+        line = _error_line(result)
+        assert result.returncode == EXIT_BAD_INPUT, line
+        assert "looks like a file name" in line and "give a folder" in line
+        assert not target.exists()
+    folder = files / "kept.tif"
+    folder.mkdir()
+    result = cli(
+        "denoise", str(files / "noisy.tif"), "-o", str(folder), "--model", str(files / "base")
+    )
+    assert result.returncode == 0, result.stderr
+    assert (folder / "noisy.tif").is_file()
+
+
 # ---------------------------------------------------------------- TIFF series (5)
 
 

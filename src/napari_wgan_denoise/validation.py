@@ -524,6 +524,22 @@ def check_model_output(path: str | os.PathLike[str], *, overwrite: bool = False)
     check_writable(weights.parent, "the output folder")
 
 
+#: Suffixes that make an output *folder* name look like a file name (``-o result.tif``).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".ome.tif", ".ome.tiff")
+
+
+def check_output_folder(folder: str | os.PathLike[str], writes: str = "<name>.tif") -> None:
+    """Fail before any work when an output folder is named like an image file (``-o
+    out.png``), which would become a folder called ``out.png``; an existing folder of that
+    name is accepted. ``writes`` says what goes into the folder."""
+    p = Path(folder)
+    if p.name.lower().endswith(IMAGE_SUFFIXES) and not p.is_dir():
+        raise ValueError(
+            f"The output {p} looks like a file name, but the output is a folder (each input "
+            f"is written into it as {writes}); give a folder, e.g. -o {p.parent / 'denoised'}."
+        )
+
+
 def check_writable(folder: str | os.PathLike[str], what: str = "the output folder") -> None:
     """Fail now, not after hours of work, when ``folder`` cannot be created or written:
     a file in the way, no permission, a read-only disk. Creates nothing that stays."""

@@ -156,10 +156,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from ..inference.restore import restore
     from ..io import read_image, write_tiff
     from ..models.registry import load_model
-    from ..validation import check_writable
+    from ..validation import check_output_folder, check_writable
 
-    model = load_model(args.model)
     outdir = Path(args.output)
+    check_output_folder(outdir)
+    model = load_model(args.model)
     check_writable(outdir)  # before any work, not after it
     mask = read_image(args.mask) if args.mask else None
     for src in (Path(p) for p in args.inputs):

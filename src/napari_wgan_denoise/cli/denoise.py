@@ -95,9 +95,11 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     """Run ``wgan-denoise denoise``."""
     from ..inference.distributed import check_targets, output_path
     from ..models.registry import load_model
+    from ..validation import check_output_folder
 
-    model = load_model(args.model)
     outdir = Path(args.output)
+    check_output_folder(outdir, "<name>.tif, or <name>.zarr for a zarr store")
+    model = load_model(args.model)
     inputs = [Path(p) for p in args.inputs]
     targets = [output_path(p, outdir) for p in inputs]
     check_targets(inputs, targets, args.overwrite, hint="pass --overwrite")

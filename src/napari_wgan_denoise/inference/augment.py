@@ -32,10 +32,10 @@ class DihedralEnsemble(nn.Module):
     ``passes`` is 1 (the plain output), 2 (identity and a horizontal flip), 4 (the four
     rotations) or 8 (the rotations with and without the flip). Tiles may be non-square (a
     quarter turn swaps H and W). The wrapped network's ``size_multiple``,
-    ``receptive_radius``, ``context_radius`` and ``channels`` are exposed when it has them, so the tiling plans
-    exactly as for the network itself, and ``passes`` tells the progress reporting how many
-    times each layer runs per call. A channels-last input is passed on channels-last after
-    each rotation.
+    ``receptive_radius``, ``context_radius`` and ``channels`` are exposed when it has them,
+    so the tiling plans exactly as for the network itself, and ``passes`` tells the progress
+    reporting how many times each layer runs per call. A channels-last input is passed on
+    channels-last after each rotation.
     """
 
     def __init__(self, network: nn.Module, passes: int = 8) -> None:

@@ -221,10 +221,11 @@ def denoise(
     Planes are cut into ``tile_size`` tiles (default 512 on the CPU, else 1024) that share
     ``overlap`` pixels of context on every side (default: the context the model's outputs
     need, at most its receptive radius, plus a blend band), cross-faded and run in batches;
-    the result does not depend on the tile size beyond the network's own rounding. At the plane's own edges the network pads with zeros, as it did at the edges of
-    its training patches (no mirrored frame). ``device`` is ``"auto"`` (cuda, mps, cpu) or
-    an explicit torch device; on running out of memory the batch, then the tile, is halved
-    and the plane retried.
+    the result does not depend on the tile size beyond the network's own rounding. At the
+    plane's own edges the network pads with zeros, as it did at the edges of its training
+    patches (no mirrored frame). ``device`` is ``"auto"`` (cuda, mps, cpu) or an explicit
+    torch device; on running out of memory the batch, then the tile, is halved and the
+    plane retried.
     ``progress(done, total)`` is called as tiles finish (and, with a fractional ``done``,
     while a batch of tiles runs); ``cancel`` is checked before every layer of the network,
     and when ``cancel.is_set()`` becomes true the call stops with
