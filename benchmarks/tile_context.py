@@ -36,7 +36,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def test_images(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def sample_images(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Clean and noisy 1024² images per shipped MSE/WGAN family (0-255 floats)."""
     size = (1024, 1024)
     astro = transform.resize(data.astronaut(), size, order=3, preserve_range=True)
@@ -64,7 +64,7 @@ def main() -> None:
     print("| model | overlap (px) | max diff | p99.99 diff | PSNR vs one tile | PSNR vs clean |")
     print("|---|---:|---:|---:|---:|---:|")
     timings = []
-    for name, (clean, noisy) in test_images(rng).items():
+    for name, (clean, noisy) in sample_images(rng).items():
         model = load_model(name)
         net = model.network
         full = round_up(int(net.receptive_radius) + BLEND, int(net.size_multiple))
