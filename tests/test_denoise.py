@@ -225,3 +225,18 @@ def test_out_of_memory_with_no_room_left_is_a_clear_error(tiny_gray, rng):
     limited = _PixelBudget(tiny_gray.network, budget=10)
     with pytest.raises(MemoryError, match="Not enough memory"):
         denoise(_noisy(rng, (64, 64), np.float32), limited)
+
+
+@pytest.mark.parametrize("length", [700, 1000, 1300, 2048, 2500, 3001])
+@pytest.mark.parametrize("tile", [512, 768, 1024])
+def test_balanced_tiles_avoid_odd_widths_and_still_cover_the_axis(length, tile):
+    """Balanced tiles are a multiple of TILE_STEP (some odd activation widths are 2-4x slower
+    in oneDNN's bf16 convolutions), never larger than asked, and cover the padded axis."""
+    from napari_wgan_denoise.inference.tiling import TILE_STEP, plan_axis
+
+    plan = plan_axis(length, tile, 32, 2, 0)
+    if plan.n_tiles > 1:
+        assert plan.tile % TILE_STEP == 0 and plan.tile <= tile
+    starts = plan.starts
+    assert starts[0] == 0 and starts[-1] + plan.tile == plan.padded >= length
+    assert all(b - a <= plan.tile - 2 * plan.overlap for a, b in zip(starts, starts[1:]))

@@ -19,6 +19,10 @@ from ..models.shuffle import ShuffleGenerator, fit_whole_image
 #: fastest: docs/benchmarks.md §7j; denoise and restore both use it).
 DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
 BLEND = 8  # half-width of the linear cross-fade between neighbouring tiles
+#: Balanced tiles are a multiple of this many pixels: some odd widths of the activations
+#: (e.g. 363 px) make a 3x3 convolution 2-4x slower in bf16 on oneDNN; widths that are a
+#: multiple of 8 at half resolution ran at full speed (docs/benchmarks.md §7r).
+TILE_STEP = 16
 #: Mirror padding that denoise() gives a plane's outer edges. None would be the full
 #: overlap; at 0 the network meets the image's edges as it met the edges of its training
 #: patches (its own zero padding), which scored as well or better on every validation set
@@ -99,7 +103,10 @@ def plan_axis(
     # Balance: the smallest tile that covers the axis with the same number of tiles, so a
     # plane slightly larger than one tile is not run as two full tiles (e.g. 2048 px with
     # 1024 px tiles: 3 x 764 px instead of 3 x 1024 px, 1.8x less work in 2-D).
-    tile = min(tile, round_up(math.ceil((span - 2 * overlap) / n_tiles) + 2 * overlap, multiple))
+    # The balanced tile is rounded up to TILE_STEP as well: oneDNN's bf16 convolutions run 2-4x
+    # slower at some odd widths (a 2048 px plane in 726 px tiles: 363 px at half resolution).
+    step = math.lcm(multiple, TILE_STEP)
+    tile = min(tile, round_up(math.ceil((span - 2 * overlap) / n_tiles) + 2 * overlap, step))
     return AxisPlan(length, tile, overlap, n_tiles, border, multiple)
 
 
