@@ -26,14 +26,10 @@ from skimage import data, transform
 
 from napari_wgan_denoise import denoise
 from napari_wgan_denoise.inference.tiling import BLEND, default_overlap, round_up
+from napari_wgan_denoise.metrics import psnr
 from napari_wgan_denoise.models.registry import load_model
 
 FMD_GT = "../shared/data/fluo/fmd_confocal_bpae_b/gt/*/avg50.png"
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def sample_images(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -78,7 +74,7 @@ def main() -> None:
             label += " (default)" if overlap == now else ""
             print(
                 f"| {name} | {label} | {diff.max():.3f} | {np.quantile(diff, 0.9999):.3f} "
-                f"| {_psnr(out, one):.1f} | {_psnr(out, clean):.3f} |"
+                f"| {psnr(one, out, peak=255.0):.1f} | {psnr(clean, out, peak=255.0):.3f} |"
             )
         if args.time:
             times: dict[int, list[float]] = {full: [], now: []}

@@ -14,13 +14,9 @@ import tifffile
 from napari_wgan_denoise import create_model, denoise, load_model, save_model, save_user_model
 from napari_wgan_denoise.errors import InvalidSetting, ModelFileError
 from napari_wgan_denoise.io import read_image, read_image_series, write_tiff
+from napari_wgan_denoise.output_checks import check_model_output, check_writable
 from napari_wgan_denoise.training.finetune import finetune
-from napari_wgan_denoise.validation import (
-    check_model_output,
-    check_train_settings,
-    check_writable,
-    load_config_file,
-)
+from napari_wgan_denoise.validation import check_train_settings, load_config_file
 
 PLANE = np.linspace(0, 1000, 48 * 48, dtype=np.float32).reshape(48, 48)
 

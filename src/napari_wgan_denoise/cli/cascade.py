@@ -81,8 +81,8 @@ def _cmd_cascade_train(args: argparse.Namespace) -> int:
     from ..io import read_image
     from ..models.model import save_model
     from ..models.registry import save_user_model
+    from ..output_checks import check_model_name, check_model_output
     from ..training.cascade import train_cascade
-    from ..validation import check_model_name, check_model_output
 
     config = _config(args)
     config.validate()
@@ -156,7 +156,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from ..inference.restore import restore
     from ..io import read_image, write_tiff
     from ..models.registry import load_model
-    from ..validation import check_output_folder, check_writable
+    from ..output_checks import check_output_folder, check_writable
 
     outdir = Path(args.output)
     check_output_folder(outdir)

@@ -95,7 +95,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     """Run ``wgan-denoise denoise``."""
     from ..inference.distributed import check_targets, output_path
     from ..models.registry import load_model
-    from ..validation import check_output_folder
+    from ..output_checks import check_output_folder
 
     outdir = Path(args.output)
     check_output_folder(outdir, "<name>.tif, or <name>.zarr for a zarr store")
@@ -103,7 +103,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     targets = [output_path(p, outdir) for p in inputs]
     check_targets(inputs, targets, args.overwrite, hint="pass --overwrite")
-    from ..validation import check_axes, check_denoise_options, check_writable
+    from ..output_checks import check_writable
+    from ..validation import check_axes, check_denoise_options
 
     check_writable(outdir)  # before any work, not after it
     check_axes(args.axes)  # option errors before any image is read

@@ -27,7 +27,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export ``args.model`` to ``args.output``; with ``--test`` validate the package and
     return 1 when bioimageio.core's ``test_model`` fails."""
     from ..export.bioimageio import export_bioimageio, validate_package
-    from ..validation import check_writable
+    from ..output_checks import check_writable
 
     check_writable(Path(args.output).expanduser().absolute().parent)  # before any work
     path = export_bioimageio(args.model, args.output, name=args.name, overwrite=args.overwrite)

@@ -104,13 +104,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from ..interrupt import GracefulStop
     from ..models.model import model_paths, save_model
     from ..models.registry import load_model, save_user_model
+    from ..output_checks import check_model_name, check_model_output
     from ..training.finetune import FinetuneConfig, FinetuneData, run_finetune
-    from ..validation import (
-        check_finetune_base,
-        check_model_name,
-        check_model_output,
-        check_training_length,
-    )
+    from ..validation import check_finetune_base, check_training_length
 
     weights, _ = model_paths(args.output)
     check_model_output(args.output, overwrite=args.overwrite)  # both files, and writable

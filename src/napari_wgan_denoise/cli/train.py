@@ -245,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..errors import Cancelled
     from ..interrupt import GracefulStop
     from ..models.model import model_paths, save_model
-    from ..validation import check_model_output, check_writable
+    from ..output_checks import check_model_output, check_writable
 
     settings = gather_settings(args)
     output = settings.pop("output", None)

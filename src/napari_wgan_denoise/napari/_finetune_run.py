@@ -22,9 +22,9 @@ def _finetune_in_thread(
 ) -> DenoiseModel:
     """Load the base model and the data, run the core fine-tuning and save the model
     unless ``discard`` was set meanwhile (helper thread)."""
+    from ..output_checks import check_model_name
     from ..training.finetune import FinetuneConfig, FinetuneData
     from ..training.finetune import run_finetune as finetune
-    from ..validation import check_model_name
 
     progress({"status": f"Loading {job.base} and {job.layer_name}"})
     base = load_model(job.base)

@@ -17,12 +17,8 @@ import torch
 from ...inference.denoise import as_model
 from ...models.model import DenoiseModel
 from ...models.registry import save_user_model
-from ...validation import (
-    check_finetune_base,
-    check_model_name,
-    check_n2n_stack,
-    check_training_length,
-)
+from ...output_checks import check_model_name
+from ...validation import check_finetune_base, check_n2n_stack, check_training_length
 from ..trainer import TrainConfig, Trainer
 from .config import FinetuneConfig, FinetuneData
 from .data import Session, finetune_mode, normalise, planes_of, reference_planes
