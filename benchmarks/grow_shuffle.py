@@ -1,13 +1,16 @@
-"""Deepen a trained ``shuffle`` model, or give it the noise-level input, without changing
-what it computes (issue 14).
+"""Deepen or widen a trained ``shuffle`` model, or give it the noise-level input, without
+changing what it computes (issue 14).
 
 The new residual blocks go at the end of the body with their second convolution at zero,
-so each is the identity; the noise-level channel enters the head with zero weights. The
-grown model denoises exactly as the source did, and training continues from there
-(``init_weights`` of a config that asks for the new network).
+so each is the identity; the noise-level channel enters the head with zero weights. New
+features (``--features``, Net2Net's "random in, zero out") get small random weights from
+every feature but zero weights into the old features and the tail, so they start unheard
+and learn from the first step. The grown model denoises exactly as the source did, and
+training continues from there (``init_weights`` of a config that asks for the new network).
 
     python benchmarks/grow_shuffle.py gray-mse-fast runs/zoo/gray14-init --depth 14
     python benchmarks/grow_shuffle.py gray-mse-fast runs/zoo/graynl-init --noise-level
+    python benchmarks/grow_shuffle.py runs/zoo/cells20b runs/zoo/cells96-init --features 96
 """
 
 from __future__ import annotations
@@ -21,29 +24,67 @@ from napari_wgan_denoise.models.registry import load_model
 from napari_wgan_denoise.models.shuffle import ShuffleConfig, ShuffleGenerator
 
 
+#: Scale of the new features' random weights, relative to PyTorch's default initialisation.
+NEW_FEATURE_SCALE = 0.1
+
+
+def _widen(state: dict, old_state: dict, old_features: int) -> None:
+    """Copy ``old_state`` into the wider ``state``: new features read everything (their
+    random weights scaled by :data:`NEW_FEATURE_SCALE`) and write into nothing old."""
+    f = old_features
+    for name, old in old_state.items():
+        new = state[name]
+        if name.startswith("tail."):
+            if name.endswith("weight"):
+                new.zero_()
+                new[:, :f] = old
+            else:
+                new.copy_(old)
+            continue
+        new.mul_(NEW_FEATURE_SCALE)
+        if new.dim() == 4:
+            new[:f].zero_()  # old features hear nothing new ...
+            new[: old.shape[0], : old.shape[1]] = old  # ... and keep their own weights
+        else:
+            new[: old.shape[0]] = old
+
+
 def grow(
-    model: DenoiseModel, depth: int | None = None, noise_level: bool = False, seed: int = 0
+    model: DenoiseModel,
+    depth: int | None = None,
+    noise_level: bool = False,
+    seed: int = 0,
+    features: int | None = None,
 ) -> DenoiseModel:
-    """A copy of ``model`` (a residual shuffle network) at ``depth`` convolutions (default:
-    its own), with the noise-level input if ``noise_level``."""
+    """A copy of ``model`` (a residual shuffle network) at ``depth`` convolutions and
+    ``features`` body features (default: its own), with the noise-level input if
+    ``noise_level``."""
     old = model.network
     if model.architecture != "shuffle" or not old.config.residual:
         raise ValueError(f"{model.name} is not a residual shuffle network.")
     depth = old.config.depth if depth is None else depth
     if depth < old.config.depth or (depth - old.config.depth) % 2:
         raise ValueError(f"depth must exceed {old.config.depth} by a multiple of 2, got {depth}.")
+    features = old.config.features if features is None else features
+    if features < old.config.features:
+        raise ValueError(f"features must be at least {old.config.features}, got {features}.")
     noise_level = noise_level or old.config.noise_level
-    if depth == old.config.depth and noise_level == old.config.noise_level:
-        raise ValueError("nothing to grow: give a greater depth or the noise-level input.")
+    if (depth, features, noise_level) == (
+        old.config.depth,
+        old.config.features,
+        old.config.noise_level,
+    ):
+        raise ValueError("nothing to grow: give a greater depth or width, or the noise level.")
     torch.manual_seed(seed)
-    config = ShuffleConfig(old.config.features, depth, residual=True, noise_level=noise_level)
+    config = ShuffleConfig(features, depth, residual=True, noise_level=noise_level)
     new = ShuffleGenerator(model.channels, config)
     state = new.state_dict()
-    head = state["head.0.weight"].zero_()  # the noise-level channel, if new, starts unheard
     old_state = old.state_dict()
     old_head = old_state.pop("head.0.weight")
-    head[:, : old_head.shape[1]] = old_head
-    state.update(old_state)  # the bias, the old blocks and the tail keep their names
+    head = state["head.0.weight"].mul_(NEW_FEATURE_SCALE)
+    head[: old_head.shape[0]].zero_()  # the noise-level channel, if new, starts unheard
+    head[: old_head.shape[0], : old_head.shape[1]] = old_head
+    _widen(state, old_state, old.config.features)  # old blocks and the tail keep their names
     n_old = (old.config.depth - 2) // 2
     for i in range(n_old, (depth - 2) // 2):
         state[f"body.{i}.conv2.weight"].zero_()
@@ -54,6 +95,7 @@ def grow(
         "model": model.name,
         "depth": old.config.depth,
         "noise_level": old.config.noise_level,
+        "features": old.config.features,
     }
     return DenoiseModel(new, card)
 
@@ -63,12 +105,16 @@ def main() -> None:
     ap.add_argument("source")
     ap.add_argument("output")
     ap.add_argument("--depth", type=int, default=None)
+    ap.add_argument("--features", type=int, default=None, help="a wider body")
     ap.add_argument("--noise-level", action="store_true", help="add the noise-level input")
     args = ap.parse_args()
-    model = grow(load_model(args.source), args.depth, args.noise_level)
+    model = grow(load_model(args.source), args.depth, args.noise_level, features=args.features)
     config = model.network.config
     save_model(model, args.output)
-    print(f"wrote {args.output} ({config.depth} convolutions, noise level {config.noise_level})")
+    print(
+        f"wrote {args.output} ({config.depth} convolutions of {config.features} features, "
+        f"noise level {config.noise_level})"
+    )
 
 
 if __name__ == "__main__":

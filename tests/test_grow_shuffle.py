@@ -29,6 +29,28 @@ def test_grown_model_denoises_as_before_and_trains_its_new_blocks(tmp_path):
     assert again.card["config"]["depth"] == 8 and again.card["grown_from"]["depth"] == 4
 
 
+def test_widened_model_denoises_as_before_and_its_new_features_learn():
+    torch.manual_seed(0)
+    model = create_model("shuffle", channels=3, features=8, depth=6, noise_level=True)
+    for p in model.network.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    wide = grow(model, 8, features=12)
+    net = wide.network
+    assert (net.config.features, net.config.depth) == (12, 8)
+    assert net.head[0].weight.shape[0] == 12 and net.tail.weight.shape[1] == 12
+    x = torch.rand(2, 3, 24, 20)
+    with torch.no_grad():
+        assert torch.allclose(model.network(x), net(x), atol=1e-6)
+    net(x).square().mean().backward()
+    # the new features are heard from the first step: the weights from them into the old
+    # features and the tail (zero at the start) get gradients
+    assert net.tail.weight.grad[:, 8:].abs().sum() > 0
+    assert net.body[0].conv2.weight.grad[:8, 8:].abs().sum() > 0
+    assert wide.card["grown_from"]["features"] == 8
+    with pytest.raises(ValueError, match="features must be at least 8"):
+        grow(model, features=6)
+
+
 def test_grow_refuses_what_it_cannot_do():
     model = create_model("shuffle", channels=1, features=8, depth=4)
     with pytest.raises(ValueError, match="multiple of 2"):
@@ -210,3 +232,29 @@ def test_whole_image_fit_of_a_large_image_reads_a_mosaic_of_crops(monkeypatch):
     for a, b in zip(full[:3], mosaic[:3]):
         assert torch.allclose(a, b, rtol=0.15, atol=1e-5), (a, b)
     assert shuffle._spread(1024, 4) == [0, 256, 512, 768]
+
+
+def test_whole_image_fit_of_a_large_image_reads_spread_positions():
+    """Over FIT_POSITIONS the fit reads every second (third, ...) position; it agrees with
+    the fit of every position, and a Gaussian fit gives the constant map without a Haar
+    transform of each tile."""
+    import torch.nn.functional as F
+
+    from napari_wgan_denoise.models import shuffle
+
+    net = shuffle.ShuffleGenerator(1, shuffle.ShuffleConfig(8, 3, noise_level=True))
+    image = torch.from_numpy(_poisson_plane(1024, 1024))[None, None]
+    sub = F.pixel_unshuffle(image, 2)
+    full = shuffle.noise_fit(sub, 1)
+    spread = shuffle.fit_whole_image(net, image)  # 262 k positions: every second one
+    assert bool(full[3]) and bool(spread[3])
+    for a, b in zip(full[:3], spread[:3]):
+        assert torch.allclose(a, b, rtol=0.05, atol=1e-5), (a, b)
+    gaussian = (
+        torch.tensor([0.1]),
+        torch.tensor([0.0]),
+        torch.tensor([0.0]),
+        torch.tensor([False]),
+    )
+    flat = shuffle.sigma_map(sub[..., :40, :30].repeat(2, 1, 1, 1), 1, gaussian)
+    assert flat.shape == (2, 1, 40, 30) and torch.all(flat == 0.1)
