@@ -91,3 +91,31 @@ def test_denoise_with_fusion_matches_denoise_without(monkeypatch):
     assert not np.array_equal(fused, image)  # it denoised
     # the registry's network was not rewritten in place
     assert not any(isinstance(m, (FusedConv, FusedBlock)) for m in model.network.modules())
+
+
+@needs_fusion
+def test_denoise_reuses_its_prepared_copy_until_the_weights_change(monkeypatch):
+    net = _generator(5)
+    image = np.random.default_rng(1).normal(0.5, 0.2, (64, 48)).astype(np.float32)
+    built = []
+    real = optimise._prepare
+
+    def counting(*args):
+        built.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(optimise, "_prepare", counting)
+    first = denoise(image, net, precision="fp32")
+    second = denoise(image, net, precision="fp32")
+    assert len(built) == 1 and np.array_equal(first, second)
+    with torch.no_grad():  # an in-place update, as an optimiser step makes
+        net.tail.weight.mul_(3)
+    third = denoise(image, net, precision="fp32")
+    assert len(built) == 2 and np.abs(third - first).max() > 1e-3
+    denoise(image, net, precision="bf16")  # another precision: another copy
+    assert len(built) == 3
+    # two callers at once never share a copy (hooks and noise fits stay with their caller)
+    cpu = torch.device("cpu")
+    with optimise.prepared_network(net, cpu, torch.float32) as a:
+        with optimise.prepared_network(net, cpu, torch.float32) as b:
+            assert a is not b and a is not net

@@ -18,7 +18,7 @@ from ..validation import check_axes, check_denoise_options, check_tta
 from .augment import DihedralEnsemble
 from .devices import resolve_device, use_bf16
 from .normalise import from_network, intensity_range, to_network
-from .optimise import fold_batch_norm, fuse_convolutions
+from .optimise import prepared_network
 from .tiling import (
     DEFAULT_TILE,
     EDGE_BORDER,
@@ -180,6 +180,25 @@ def _check_input(arr: np.ndarray) -> None:
         )
 
 
+def _smaller_after_oom(
+    exc: BaseException, dev: torch.device, batch: int, tile: int, overlap: int, multiple: int
+) -> tuple[int, int]:
+    """The batch and tile to retry with after ``exc`` (re-raised unless it says the device
+    ran out of memory): half the batch, else half the tile, else a clear MemoryError."""
+    if not _is_oom(exc):
+        raise exc
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    if batch > 1:
+        return batch // 2, tile
+    if tile // 2 >= smallest_tile(overlap, multiple):
+        return batch, round_up(tile // 2, multiple)
+    raise MemoryError(
+        f"Not enough memory on {dev} to denoise even one {tile}x{tile} tile. "
+        "Close other programs, use a smaller overlap, or choose another device."
+    ) from exc
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
@@ -265,101 +284,85 @@ def denoise(
     original = dmodel.network
     was_training = original.training
     original.eval()
-    network = fold_batch_norm(original).to(dev)
     channels_last = dev.type == "cpu"
-    if channels_last:
-        network.to(memory_format=torch.channels_last)
     autocast = use_bf16(dev, precision)
-    if dev.type == "cpu":
-        network = fuse_convolutions(network, torch.bfloat16 if autocast else torch.float32)
-    if passes > 1:
-        network = DihedralEnsemble(network, passes)
+    dtype = torch.bfloat16 if autocast else torch.float32
+    with prepared_network(original, dev, dtype) as network:
+        if passes > 1:
+            network = DihedralEnsemble(network, passes)
+        geometry = tile_geometry(network, tile_size, overlap, DEFAULT_TILE.get(dev.type, 512))
+        tile, overlap, multiple = geometry.tile, geometry.overlap, geometry.multiple
+        border = EDGE_BORDER
 
-    geometry = tile_geometry(network, tile_size, overlap, DEFAULT_TILE.get(dev.type, 512))
-    tile, overlap, multiple = geometry.tile, geometry.overlap, geometry.multiple
-    border = EDGE_BORDER
+        height, width = view.shape[plan.n_leading], view.shape[plan.n_leading + 1]
+        leading = view.shape[: plan.n_leading]
+        n_planes = math.prod(leading) if leading else 1
+        out = np.empty_like(arr)
+        out_view = out.transpose(plan.order)
+        normalisation = dmodel.normalisation
 
-    height, width = view.shape[plan.n_leading], view.shape[plan.n_leading + 1]
-    leading = view.shape[: plan.n_leading]
-    n_planes = math.prod(leading) if leading else 1
-    out = np.empty_like(arr)
-    out_view = out.transpose(plan.order)
-    normalisation = dmodel.normalisation
+        def batch_for(t: int) -> int:
+            if batch_size:
+                return max(1, int(batch_size))
+            return max(1, min(64, PIXELS_PER_BATCH.get(dev.type, 1 << 20) // (t * t)))
 
-    def batch_for(t: int) -> int:
-        if batch_size:
-            return max(1, int(batch_size))
-        return max(1, min(64, PIXELS_PER_BATCH.get(dev.type, 1 << 20) // (t * t)))
+        state = {
+            "done": 0,
+            "total": n_planes * count_tiles(height, width, tile, overlap, multiple, border),
+        }
 
-    state = {
-        "done": 0,
-        "total": n_planes * count_tiles(height, width, tile, overlap, multiple, border),
-    }
+        def on_batch(n: int) -> None:
+            state["done"] += n
+            if progress is not None:
+                progress(state["done"], state["total"])
 
-    def on_batch(n: int) -> None:
-        state["done"] += n
+        def on_part(tiles: float) -> None:  # within a batch: progress moves on one-tile planes
+            if progress is not None:
+                progress(state["done"] + tiles, state["total"])
+
         if progress is not None:
-            progress(state["done"], state["total"])
-
-    def on_part(tiles: float) -> None:  # within a batch: progress moves on one-tile planes
-        if progress is not None:
-            progress(state["done"] + tiles, state["total"])
-
-    if progress is not None:
-        progress(0, state["total"])
-    batch = batch_for(tile)
-    rows = max(1, (1 << 20) // width)
-    try:
-        for plane_no, index in enumerate(np.ndindex(*leading)):
-            plane = view[index]
-            lo, hi = intensity_range(plane, normalisation, value_range)
-            x = to_network(plane, lo, hi)
-            x = np.moveaxis(x, -1, 0) if plan.rgb else x[None]
-            x = np.ascontiguousarray(x)
-            done_before = state["done"]
-            while True:
-                try:
-                    y = run_tiled(
-                        network,
-                        x,
-                        tile=tile,
-                        overlap=overlap,
-                        batch_size=batch,
-                        device=dev,
-                        channels_last=channels_last,
-                        autocast=autocast,
-                        on_batch=on_batch,
-                        cancel=cancel,
-                        on_part=on_part,
-                        border=border,
-                    )
-                    break
-                except Cancelled:
-                    raise
-                except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-                    if not _is_oom(exc):
+            progress(0, state["total"])
+        batch = batch_for(tile)
+        rows = max(1, (1 << 20) // width)
+        try:
+            for plane_no, index in enumerate(np.ndindex(*leading)):
+                plane = view[index]
+                lo, hi = intensity_range(plane, normalisation, value_range)
+                x = to_network(plane, lo, hi)
+                x = np.moveaxis(x, -1, 0) if plan.rgb else x[None]
+                x = np.ascontiguousarray(x)
+                done_before = state["done"]
+                while True:
+                    try:
+                        y = run_tiled(
+                            network,
+                            x,
+                            tile=tile,
+                            overlap=overlap,
+                            batch_size=batch,
+                            device=dev,
+                            channels_last=channels_last,
+                            autocast=autocast,
+                            on_batch=on_batch,
+                            cancel=cancel,
+                            on_part=on_part,
+                            border=border,
+                        )
+                        break
+                    except Cancelled:
                         raise
-                    if dev.type == "cuda":
-                        torch.cuda.empty_cache()
-                    if batch > 1:
-                        batch //= 2
-                    elif tile // 2 >= smallest_tile(overlap, multiple):
-                        tile = round_up(tile // 2, multiple)
-                    else:
-                        raise MemoryError(
-                            f"Not enough memory on {dev} to denoise even one {tile}x{tile} tile. "
-                            "Close other programs, use a smaller overlap, or choose another device."
-                        ) from exc
-                    state["done"] = done_before
-                    state["total"] = done_before + (n_planes - plane_no) * count_tiles(
-                        height, width, tile, overlap, multiple, border
-                    )
-            del x
-            y = np.moveaxis(y, 0, -1) if plan.rgb else y[0]
-            target = out_view[index]
-            for r in range(0, height, rows):  # in bands: no plane-sized float temporary
-                target[r : r + rows] = from_network(y[r : r + rows], lo, hi, arr.dtype)
-            del y, target
-    finally:
-        original.train(was_training)
-    return out
+                    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                        batch, tile = _smaller_after_oom(exc, dev, batch, tile, overlap, multiple)
+                        state["done"] = done_before
+                        state["total"] = done_before + (n_planes - plane_no) * count_tiles(
+                            height, width, tile, overlap, multiple, border
+                        )
+                del x
+                y = np.moveaxis(y, 0, -1) if plan.rgb else y[0]
+                target = out_view[index]
+                for r in range(0, height, rows):  # in bands: no plane-sized float temporary
+                    target[r : r + rows] = from_network(y[r : r + rows], lo, hi, arr.dtype)
+                del y, target
+        finally:
+            original.train(was_training)
+        return out

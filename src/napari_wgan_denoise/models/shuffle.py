@@ -14,6 +14,7 @@ inference does not depend on the batch and nothing needs folding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -63,11 +64,17 @@ def _local_mean(mean: torch.Tensor, smooth: int) -> torch.Tensor:
     return F.avg_pool2d(mean, smooth, 1, smooth // 2, count_include_pad=False).mean(1)
 
 
-def noise_fit(sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5) -> NoiseFit:
+def noise_fit(
+    sub: torch.Tensor, channels: int, bins: int = 16, smooth: int = 5, stride: int = 1
+) -> NoiseFit:
     """Fit the signal-dependent noise model that :func:`sigma_map` reads, from the
-    pixel-unshuffled input ``sub``: one fit per image of the batch."""
+    pixel-unshuffled input ``sub``: one fit per image of the batch. ``stride`` > 1 fits on
+    every ``stride``-th position of each axis (after the local smoothing), for large images."""
     detail, mean = _haar(sub, channels)
-    return _fit(detail, _local_mean(mean, smooth), bins)
+    local = _local_mean(mean, smooth)
+    if stride > 1:
+        detail, local = detail[..., ::stride, ::stride], local[..., ::stride, ::stride]
+    return _fit(detail, local, bins)
 
 
 def _fit(detail: torch.Tensor, local: torch.Tensor, bins: int) -> NoiseFit:
@@ -128,6 +135,9 @@ def sigma_map(
     ``fit`` (of shape ``(1,)`` each, from :func:`noise_fit` on the whole image) replaces the
     fit on ``sub`` itself, so that the tiles of one image read one noise model.
     """
+    if fit is not None and not bool(fit[3].any()):  # a Gaussian fit: the constant map
+        level = fit[0].float()[:, None, None, None]
+        return level.expand(sub.shape[0], 1, sub.shape[-2], sub.shape[-1])
     detail, mean = _haar(sub, channels)
     mean = _local_mean(mean, smooth)
     glob, slope, offset, use = _fit(detail, mean, bins) if fit is None else fit
@@ -215,6 +225,11 @@ class ShuffleGenerator(nn.Module):
 #: Images larger than this many pixels are fitted on a mosaic of evenly spread crops.
 FIT_PIXELS = 1 << 20
 _FIT_CROP = 256
+#: Half-resolution positions a whole-image fit reads at most: beyond them it reads every
+#: second (third, ...) position of each axis, spread over the whole image. 64 k positions
+#: (x 4 Haar samples x channels) pin each of the 16 bins' robust variance to about 1 %, and
+#: the fit of a megapixel then takes a quarter of the time (~0.07 of 0.8 s/MP on 2 cores).
+FIT_POSITIONS = 1 << 16
 
 
 def fit_whole_image(network: ShuffleGenerator, image: torch.Tensor) -> NoiseFit:
@@ -233,8 +248,10 @@ def fit_whole_image(network: ShuffleGenerator, image: torch.Tensor) -> NoiseFit:
         ]
         image = torch.cat(rows, -2)
     image = image[..., : image.shape[-2] // 2 * 2, : image.shape[-1] // 2 * 2]
+    positions = image.shape[-2] * image.shape[-1] // 4
+    stride = max(1, math.ceil((positions / FIT_POSITIONS) ** 0.5))
     with torch.no_grad():
-        return noise_fit(F.pixel_unshuffle(image.float(), 2), network.channels)
+        return noise_fit(F.pixel_unshuffle(image.float(), 2), network.channels, stride=stride)
 
 
 def _spread(length: int, count: int) -> list[int]:
