@@ -23,7 +23,6 @@ from napari_wgan_denoise.models.model import DenoiseModel, save_model
 from napari_wgan_denoise.models.registry import load_model
 from napari_wgan_denoise.models.shuffle import ShuffleConfig, ShuffleGenerator
 
-
 #: Scale of the new features' random weights, relative to PyTorch's default initialisation.
 NEW_FEATURE_SCALE = 0.1
 

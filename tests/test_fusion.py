@@ -116,6 +116,8 @@ def test_denoise_reuses_its_prepared_copy_until_the_weights_change(monkeypatch):
     assert len(built) == 3
     # two callers at once never share a copy (hooks and noise fits stay with their caller)
     cpu = torch.device("cpu")
-    with optimise.prepared_network(net, cpu, torch.float32) as a:
-        with optimise.prepared_network(net, cpu, torch.float32) as b:
-            assert a is not b and a is not net
+    with (
+        optimise.prepared_network(net, cpu, torch.float32) as a,
+        optimise.prepared_network(net, cpu, torch.float32) as b,
+    ):
+        assert a is not b and a is not net
