@@ -6,9 +6,10 @@ The neighbour correlation (lag 1, along rows and columns; the larger is reported
 0 for pixel-independent noise and about 0.5-0.7 for wide-field camera noise or noise
 filtered by a small kernel. It does not depend on the base model, which may leave
 correlated noise in (a base trained on white noise leaves a nearly white residual): it
-is the mean of two estimates, the residual of a reference model trained with correlated
-noise (``REFERENCE_MODEL``) and the flattest 16 x 16 blocks of the planes with their
-linear trend removed (docs/benchmarks.md §8, noise check). The variance-vs-mean fit bins
+is the mean of two estimates, both read inside the planes' flattest 16 x 16 blocks (each
+block's quadratic trend removed), where the planes hold mostly noise: the residual of a
+reference model trained with correlated noise (``REFERENCE_MODEL``), and the blocks
+themselves (docs/benchmarks.md §8, noise check). The variance-vs-mean fit bins
 the pixels by the base's output and fits ``var = gain * mean + offset`` (network scale).
 Divided by the same fit measured on the noisy planes alone (:func:`stack_noise_model`), it
 says how much of the stack's noise the base already removes (``NoiseReport.removed``).
@@ -178,11 +179,44 @@ def _reference_network() -> Any:
     return load_model(REFERENCE_MODEL).network.eval()
 
 
+def _blocks(x: np.ndarray) -> np.ndarray:
+    """The whole BLOCK x BLOCK blocks of a ``(C, H, W)`` array, ``(n, BLOCK * BLOCK)``."""
+    c, h, w = x.shape
+    h, w = h // BLOCK * BLOCK, w // BLOCK * BLOCK
+    b = x[:, :h, :w].reshape(c, h // BLOCK, BLOCK, w // BLOCK, BLOCK)
+    return b.transpose(0, 1, 3, 2, 4).reshape(-1, BLOCK * BLOCK).astype(np.float64)
+
+
+def _flattest(ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The flattest FLATTEST share of the planes' blocks (least variance once each block's
+    quadratic trend is removed): ``(indices into the blocks of all planes, their detrended
+    values)``; None without a whole block of nonzero variance."""
+    grid = np.mgrid[0:BLOCK, 0:BLOCK].reshape(2, -1).astype(np.float64)
+    y, x = grid - (BLOCK - 1) / 2
+    design = np.stack([np.ones(BLOCK * BLOCK), y, x, y * y, x * x, x * y], 1)
+    project = design @ np.linalg.pinv(design)  # onto the quadratic trend
+    blocks = [_blocks(y) for y in ys if min(y.shape[-2:]) >= BLOCK]
+    if not blocks:
+        return None
+    flat = np.concatenate(blocks)
+    flat = flat - flat @ project.T
+    var = flat.var(axis=1)
+    keep = np.argsort(var)[: max(1, int(len(var) * FLATTEST))]
+    keep = keep[var[keep] > 0]
+    return (keep, flat[keep]) if keep.size else None
+
+
 def _reference_correlation(ys: list[np.ndarray]) -> tuple[float, float] | None:
     """Rows/columns neighbour correlation of the reference model's residual (each channel
-    as a gray plane); None when the planes are too small or the model cannot load."""
+    as a gray plane) inside the planes' flattest blocks, where the residual is noise rather
+    than structure the model smoothed away (over the whole plane, weak pixel-independent
+    noise of 2 in 255 read 0.20-0.31); None when the planes are too small or the model
+    cannot load."""
     import torch
 
+    chosen = _flattest(ys)
+    if chosen is None:
+        return None
     try:
         network = _reference_network()
     except Exception:  # a broken install must not stop fine-tuning: the other estimate
@@ -191,39 +225,24 @@ def _reference_correlation(ys: list[np.ndarray]) -> tuple[float, float] | None:
     for y in ys:
         h, w = y.shape[-2] // 2 * 2, y.shape[-1] // 2 * 2
         if min(h, w) < BLOCK:
-            return None
+            continue
         x = torch.from_numpy(np.ascontiguousarray(y[:, :h, :w]))[:, None]
         with torch.no_grad():
-            res.append((x - network(x)).numpy()[:, 0])
-    return _lag1(res)
+            res.append(_blocks((x - network(x)).numpy()[:, 0]))
+    r = np.concatenate(res)[chosen[0]].reshape(-1, BLOCK, BLOCK)
+    r = r - r.mean(axis=(1, 2), keepdims=True)
+    return _corr(r[:, :, 1:], r[:, :, :-1]), _corr(r[:, 1:, :], r[:, :-1, :])
 
 
 def _flat_block_correlation(ys: list[np.ndarray]) -> tuple[float, float] | None:
-    """Rows/columns neighbour correlation inside the flattest BLOCK x BLOCK blocks (least
-    variance once each block's linear trend is removed): there the planes hold mostly
-    noise, whatever a model does. Median over the blocks; None without a whole block."""
-    grid = np.mgrid[0:BLOCK, 0:BLOCK].reshape(2, -1).astype(np.float64)
-    design = np.stack([np.ones(BLOCK * BLOCK), grid[0], grid[1]], 1)
-    project = design @ np.linalg.pinv(design)  # onto the linear trend
-    blocks = []
-    for y in ys:
-        c, h, w = y.shape
-        h, w = h // BLOCK * BLOCK, w // BLOCK * BLOCK
-        if not h or not w:
-            continue
-        b = y[:, :h, :w].reshape(c, h // BLOCK, BLOCK, w // BLOCK, BLOCK)
-        blocks.append(b.transpose(0, 1, 3, 2, 4).reshape(-1, BLOCK * BLOCK))
-    if not blocks:
+    """Rows/columns neighbour correlation inside the flattest blocks: there the planes hold
+    mostly noise, whatever a model does. Median over the blocks; None without a block."""
+    chosen = _flattest(ys)
+    if chosen is None:
         return None
-    flat = np.concatenate(blocks).astype(np.float64)
-    flat = flat - flat @ project.T
-    var = flat.var(axis=1)
-    keep = np.argsort(var)[: max(1, int(len(var) * FLATTEST))]
-    keep = keep[var[keep] > 0]
-    if not keep.size:
-        return None
-    r = flat[keep].reshape(-1, BLOCK, BLOCK)
-    v = var[keep]
+    flat = chosen[1]
+    v = flat.var(axis=1)
+    r = flat.reshape(-1, BLOCK, BLOCK)
     rows = (r[:, :, 1:] * r[:, :, :-1]).mean(axis=(1, 2)) / v
     cols = (r[:, 1:, :] * r[:, :-1, :]).mean(axis=(1, 2)) / v
     return float(np.median(rows)), float(np.median(cols))
