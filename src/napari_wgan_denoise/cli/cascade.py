@@ -10,9 +10,6 @@ from typing import Any
 from ._command import add_command
 from ._progress import counting, progress_bar
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-
-
 RESTORE_SUMMARY = "fill masked pixels and remove blur and noise with a cascade model"
 CASCADE_TRAIN_SUMMARY = "train an inpaint + deblur + denoise cascade (seed 004) on clean images"
 CASCADE_TRAIN_DESCRIPTION = """
@@ -23,13 +20,17 @@ auto-encoder pre-training, then both end to end.
 
 
 def _image_files(items: list[str], role: str) -> list[Path]:
+    from ..io import IMAGE_SUFFIXES
+
     files: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise FileNotFoundError(f"The {role} folder {path} holds no TIFF/PNG/JPEG images.")
+                raise FileNotFoundError(
+                    f"The {role} folder {path} holds no TIFF/PNG/JPEG/BMP images."
+                )
             files += found
         elif path.is_file():
             files.append(path)
