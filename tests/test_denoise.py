@@ -240,3 +240,15 @@ def test_balanced_tiles_avoid_odd_widths_and_still_cover_the_axis(length, tile):
     starts = plan.starts
     assert starts[0] == 0 and starts[-1] + plan.tile == plan.padded >= length
     assert all(b - a <= plan.tile - 2 * plan.overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_progress_moves_inside_a_one_tile_plane():
+    """Progress is reported as the layers of a tile run, not only when the tile is done."""
+    rng = np.random.default_rng(0)
+    stack = rng.normal(0.5, 0.1, (2, 64, 64)).astype(np.float32)
+    calls = []
+    denoise(stack, "gray-mse-fast", progress=lambda done, total: calls.append((done, total)))
+    assert {t for _, t in calls} == {2}  # one tile per plane
+    inside = sorted({d for d, _ in calls if 0 < d < 1})
+    assert len(inside) >= 5, inside  # 5 % steps through the first tile's layers
+    assert calls[-1] == (2, 2)

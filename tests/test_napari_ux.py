@@ -194,9 +194,11 @@ def test_progress_names_planes_and_tiles_and_moves_within_a_tile(make_napari_vie
     messages = [s.message for s in steps]
     for plane in (1, 2, 3):
         assert any(f"plane {plane}/3, tile 1/1" in m for m in messages), messages
-    # each plane is one tile, yet the fraction moves inside it
-    inside = {round(s.fraction, 3) for s in steps if 0.0 < s.fraction < 1 / 3}
-    assert len(inside) >= 2, sorted(inside)
+    # each plane is one tile, yet the fraction moves inside it. The widget shows the newest
+    # of the reports that arrived since its last update, so on a busy machine the reports
+    # inside one small tile can arrive together: the core's reports are checked as well
+    # (test_denoise.py::test_progress_moves_inside_a_one_tile_plane)
+    assert any(0.0 < s.fraction < 1.0 and s.fraction * 3 % 1 for s in steps), steps
     assert "5/1000" not in widget.status.text()
 
 
