@@ -203,7 +203,8 @@ def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 #: Inference copies of networks (batch norm folded; on the CPU channels-last and fused), kept
 #: between calls so that a stack of small images, a preview or an evaluation does not copy
-#: and convert the weights for every call (up to ~0.2 s of 1 s for a megapixel on 2 cores).
+#: and convert the weights for every call (0.02-0.05 s on 2 quiet cores, up to 0.5 s when
+#: the cores are busy; docs/benchmarks.md §7s).
 _PREPARED: weakref.WeakKeyDictionary[nn.Module, list[tuple[tuple, nn.Module]]] = (
     weakref.WeakKeyDictionary()
 )
