@@ -192,10 +192,10 @@ def _flattest(ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
     quadratic trend is removed): ``(indices into the blocks of all planes, their detrended
     values)``; None without a whole block of nonzero variance."""
     grid = np.mgrid[0:BLOCK, 0:BLOCK].reshape(2, -1).astype(np.float64)
-    y, x = grid - (BLOCK - 1) / 2
-    design = np.stack([np.ones(BLOCK * BLOCK), y, x, y * y, x * x, x * y], 1)
+    gy, gx = grid - (BLOCK - 1) / 2
+    design = np.stack([np.ones(BLOCK * BLOCK), gy, gx, gy * gy, gx * gx, gx * gy], 1)
     project = design @ np.linalg.pinv(design)  # onto the quadratic trend
-    blocks = [_blocks(y) for y in ys if min(y.shape[-2:]) >= BLOCK]
+    blocks = [_blocks(plane) for plane in ys if min(plane.shape[-2:]) >= BLOCK]
     if not blocks:
         return None
     flat = np.concatenate(blocks)
