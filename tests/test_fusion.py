@@ -121,3 +121,15 @@ def test_denoise_reuses_its_prepared_copy_until_the_weights_change(monkeypatch):
         optimise.prepared_network(net, cpu, torch.float32) as b,
     ):
         assert a is not b and a is not net
+
+
+def test_a_failed_preparation_leaves_the_network_in_its_mode(monkeypatch):
+    net = _generator(5).train()
+
+    def broken(*args):
+        raise RuntimeError("no copy today")
+
+    monkeypatch.setattr(optimise, "_prepare", broken)
+    with pytest.raises(RuntimeError, match="no copy today"):
+        denoise(np.zeros((32, 32), np.float32), net)
+    assert net.training

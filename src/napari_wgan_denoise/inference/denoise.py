@@ -287,44 +287,44 @@ def denoise(
     channels_last = dev.type == "cpu"
     autocast = use_bf16(dev, precision)
     dtype = torch.bfloat16 if autocast else torch.float32
-    with prepared_network(original, dev, dtype) as network:
-        if passes > 1:
-            network = DihedralEnsemble(network, passes)
-        geometry = tile_geometry(network, tile_size, overlap, DEFAULT_TILE.get(dev.type, 512))
-        tile, overlap, multiple = geometry.tile, geometry.overlap, geometry.multiple
-        border = EDGE_BORDER
+    try:
+        with prepared_network(original, dev, dtype) as network:
+            if passes > 1:
+                network = DihedralEnsemble(network, passes)
+            geometry = tile_geometry(network, tile_size, overlap, DEFAULT_TILE.get(dev.type, 512))
+            tile, overlap, multiple = geometry.tile, geometry.overlap, geometry.multiple
+            border = EDGE_BORDER
 
-        height, width = view.shape[plan.n_leading], view.shape[plan.n_leading + 1]
-        leading = view.shape[: plan.n_leading]
-        n_planes = math.prod(leading) if leading else 1
-        out = np.empty_like(arr)
-        out_view = out.transpose(plan.order)
-        normalisation = dmodel.normalisation
+            height, width = view.shape[plan.n_leading], view.shape[plan.n_leading + 1]
+            leading = view.shape[: plan.n_leading]
+            n_planes = math.prod(leading) if leading else 1
+            out = np.empty_like(arr)
+            out_view = out.transpose(plan.order)
+            normalisation = dmodel.normalisation
 
-        def batch_for(t: int) -> int:
-            if batch_size:
-                return max(1, int(batch_size))
-            return max(1, min(64, PIXELS_PER_BATCH.get(dev.type, 1 << 20) // (t * t)))
+            def batch_for(t: int) -> int:
+                if batch_size:
+                    return max(1, int(batch_size))
+                return max(1, min(64, PIXELS_PER_BATCH.get(dev.type, 1 << 20) // (t * t)))
 
-        state = {
-            "done": 0,
-            "total": n_planes * count_tiles(height, width, tile, overlap, multiple, border),
-        }
+            state = {
+                "done": 0,
+                "total": n_planes * count_tiles(height, width, tile, overlap, multiple, border),
+            }
 
-        def on_batch(n: int) -> None:
-            state["done"] += n
+            def on_batch(n: int) -> None:
+                state["done"] += n
+                if progress is not None:
+                    progress(state["done"], state["total"])
+
+            def on_part(tiles: float) -> None:  # within a batch: progress moves on one-tile planes
+                if progress is not None:
+                    progress(state["done"] + tiles, state["total"])
+
             if progress is not None:
-                progress(state["done"], state["total"])
-
-        def on_part(tiles: float) -> None:  # within a batch: progress moves on one-tile planes
-            if progress is not None:
-                progress(state["done"] + tiles, state["total"])
-
-        if progress is not None:
-            progress(0, state["total"])
-        batch = batch_for(tile)
-        rows = max(1, (1 << 20) // width)
-        try:
+                progress(0, state["total"])
+            batch = batch_for(tile)
+            rows = max(1, (1 << 20) // width)
             for plane_no, index in enumerate(np.ndindex(*leading)):
                 plane = view[index]
                 lo, hi = intensity_range(plane, normalisation, value_range)
@@ -363,6 +363,6 @@ def denoise(
                 for r in range(0, height, rows):  # in bands: no plane-sized float temporary
                     target[r : r + rows] = from_network(y[r : r + rows], lo, hi, arr.dtype)
                 del y, target
-        finally:
-            original.train(was_training)
-        return out
+            return out
+    finally:
+        original.train(was_training)
