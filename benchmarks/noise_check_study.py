@@ -15,6 +15,7 @@ from napari_wgan_denoise.data.noise import correlate
 from napari_wgan_denoise.models.registry import load_model
 from napari_wgan_denoise.training.finetune.noise import (
     _flat_block_correlation,
+    _flattest,
     _reference_correlation,
     noise_check,
 )
@@ -160,8 +161,8 @@ for label, imgs, rho in conds:
     report = noise_check(ys, run_gray)
     row = [
         report.base_correlation,
-        max(_reference_correlation(ys)),
-        max(_flat_block_correlation(ys)),
+        max(_reference_correlation(ys, _flattest(ys))),
+        max(_flat_block_correlation(_flattest(ys))),
         report.correlation,
     ]
     print(f"{label:28s} {rho:4.2f}  " + "  ".join(f"{v:11.2f}" for v in row), flush=True)

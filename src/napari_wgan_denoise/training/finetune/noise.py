@@ -145,7 +145,10 @@ def noise_check(
     outs = [np.asarray(denoise(y), np.float32) for y in ys]
     res = [y - o for y, o in zip(ys, outs)]
     base = _lag1(res)  # the base's own residual: the last resort, and for the record
-    estimates = [e for e in (_reference_correlation(ys), _flat_block_correlation(ys)) if e]
+    flattest = _flattest(ys)  # where both estimates read the noise
+    estimates = [
+        e for e in (_reference_correlation(ys, flattest), _flat_block_correlation(flattest)) if e
+    ]
     rows, cols = (float(v) for v in np.mean(estimates or [base], axis=0))
     repeats = len(ys) >= 2 and _corr(outs[0], outs[1]) > 0.9
     gain, offset, dependent = _variance_fit(outs, res)
@@ -206,15 +209,16 @@ def _flattest(ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
     return (keep, flat[keep]) if keep.size else None
 
 
-def _reference_correlation(ys: list[np.ndarray]) -> tuple[float, float] | None:
+def _reference_correlation(
+    ys: list[np.ndarray], chosen: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[float, float] | None:
     """Rows/columns neighbour correlation of the reference model's residual (each channel
-    as a gray plane) inside the planes' flattest blocks, where the residual is noise rather
-    than structure the model smoothed away (over the whole plane, weak pixel-independent
-    noise of 2 in 255 read 0.20-0.31); None when the planes are too small or the model
-    cannot load."""
+    as a gray plane) inside the planes' flattest blocks ``chosen`` (:func:`_flattest` of
+    ``ys``), where the residual is noise rather than structure the model smoothed away
+    (over the whole plane, weak pixel-independent noise of 2 in 255 read 0.20-0.31); None
+    without such blocks or when the model cannot load."""
     import torch
 
-    chosen = _flattest(ys)
     if chosen is None:
         return None
     try:
@@ -234,10 +238,12 @@ def _reference_correlation(ys: list[np.ndarray]) -> tuple[float, float] | None:
     return _corr(r[:, :, 1:], r[:, :, :-1]), _corr(r[:, 1:, :], r[:, :-1, :])
 
 
-def _flat_block_correlation(ys: list[np.ndarray]) -> tuple[float, float] | None:
-    """Rows/columns neighbour correlation inside the flattest blocks: there the planes hold
-    mostly noise, whatever a model does. Median over the blocks; None without a block."""
-    chosen = _flattest(ys)
+def _flat_block_correlation(
+    chosen: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[float, float] | None:
+    """Rows/columns neighbour correlation inside the flattest blocks ``chosen`` (from
+    :func:`_flattest`): there the planes hold mostly noise, whatever a model does. Median
+    over the blocks; None without a block."""
     if chosen is None:
         return None
     flat = chosen[1]
