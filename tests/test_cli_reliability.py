@@ -457,3 +457,24 @@ def test_denoise_option_errors_are_usage_errors(files, extra, fragment, capsys):
         assert fragment in shown and "Traceback" not in err and len(shown.splitlines()) == 1
         assert "tile/s" not in shown
     assert not (files / "o" / "single.tif").exists()
+
+
+def test_cli_folder_inputs_are_listed_by_the_one_lister(tmp_path):
+    """``finetune --noisy FOLDER`` and ``cascade-train --clean FOLDER`` list a folder as
+    io.list_images does: natural order, hidden files skipped, an empty folder named."""
+    from napari_wgan_denoise.cli.cascade import _image_files
+    from napari_wgan_denoise.cli.finetune import read_stack
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in (10, 2):
+        tifffile.imwrite(frames / f"frame{k}.tif", np.full((8, 8), k, np.float32))
+    tifffile.imwrite(frames / ".frame1.tif", np.zeros((8, 8), np.float32))
+    assert read_stack(frames)[:, 0, 0].tolist() == [2, 10]
+    assert [p.name for p in _image_files([str(frames)], "clean")] == ["frame2.tif", "frame10.tif"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="stack folder .* holds no images"):
+        read_stack(empty)
+    with pytest.raises(ValueError, match="clean folder .* holds no images"):
+        _image_files([str(empty)], "clean")

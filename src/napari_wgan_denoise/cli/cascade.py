@@ -20,18 +20,13 @@ auto-encoder pre-training, then both end to end.
 
 
 def _image_files(items: list[str], role: str) -> list[Path]:
-    from ..io import IMAGE_SUFFIXES
+    from ..io import list_images
 
     files: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(
-                    f"The {role} folder {path} holds no TIFF/PNG/JPEG/BMP images."
-                )
-            files += found
+            files += list_images(path, role)
         elif path.is_file():
             files.append(path)
         else:

@@ -25,14 +25,11 @@ runs first; correlated noise switches the default to a structured blind-spot los
 
 def read_stack(path: str | Path) -> np.ndarray:
     """A file as an array, or a folder of same-shaped images stacked along a new first axis."""
-    from ..io import IMAGE_SUFFIXES, read_image
+    from ..io import list_images, read_image
 
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"Folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-        images = [read_image(f) for f in files]
+        images = [read_image(f) for f in list_images(p, "stack")]
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise ValueError(
