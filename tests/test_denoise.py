@@ -227,19 +227,29 @@ def test_out_of_memory_with_no_room_left_is_a_clear_error(tiny_gray, rng):
         denoise(_noisy(rng, (64, 64), np.float32), limited)
 
 
-@pytest.mark.parametrize("length", [700, 1000, 1300, 2048, 2500, 3001])
+@pytest.mark.parametrize("length", [700, 726, 1000, 1300, 2048, 2500, 3001])
 @pytest.mark.parametrize("tile", [512, 768, 1024])
 def test_balanced_tiles_avoid_odd_widths_and_still_cover_the_axis(length, tile):
-    """Balanced tiles are a multiple of TILE_STEP (some odd activation widths are 2-4x slower
-    in oneDNN's bf16 convolutions), never larger than asked, and cover the padded axis."""
+    """Tiles of 512 px and more, one per axis or several, are a multiple of TILE_STEP (some
+    odd activation widths are 2-4x slower in oneDNN's bf16 convolutions), never larger than
+    asked, and cover the padded axis."""
     from napari_wgan_denoise.inference.tiling import TILE_STEP, plan_axis
 
     plan = plan_axis(length, tile, 32, 2, 0)
-    if plan.n_tiles > 1:
-        assert plan.tile % TILE_STEP == 0 and plan.tile <= tile
+    assert plan.tile % TILE_STEP == 0 and plan.tile <= tile
     starts = plan.starts
     assert starts[0] == 0 and starts[-1] + plan.tile == plan.padded >= length
     assert all(b - a <= plan.tile - 2 * plan.overlap for a, b in zip(starts, starts[1:]))
+
+
+@pytest.mark.parametrize("length", [33, 300, 510])
+def test_a_small_plane_in_one_tile_keeps_its_own_size(length):
+    """Below STEP_SINGLE_FROM a one-tile plane is run at its own (even) size, so its result
+    is the plain whole-plane pass."""
+    from napari_wgan_denoise.inference.tiling import plan_axis
+
+    plan = plan_axis(length, 512, 32, 2, 0)
+    assert plan.n_tiles == 1 and plan.tile == plan.padded == length + length % 2
 
 
 def test_progress_moves_inside_a_one_tile_plane():

@@ -23,6 +23,10 @@ BLEND = 8  # half-width of the linear cross-fade between neighbouring tiles
 #: (e.g. 363 px) make a 3x3 convolution 2-4x slower in bf16 on oneDNN; widths that are a
 #: multiple of 8 at half resolution ran at full speed (docs/benchmarks.md §7r).
 TILE_STEP = 16
+#: A plane that fits in one tile is run at its own size, rounded up to TILE_STEP (by mirror
+#: padding at its far edges) only from this many pixels on: the slow widths were all above
+#: 260 px at half resolution, and small planes keep their exact whole-plane result.
+STEP_SINGLE_FROM = 512
 #: Mirror padding that denoise() gives a plane's outer edges. None would be the full
 #: overlap; at 0 the network meets the image's edges as it met the edges of its training
 #: patches (its own zero padding), which scored as well or better on every validation set
@@ -96,8 +100,12 @@ def plan_axis(
     border = overlap if border is None else min(round_up(max(border, 0), multiple), overlap)
     span = length + 2 * border  # the padded axis the tiles must cover
     tile = round_up(max(tile, 2 * overlap + multiple), multiple)
+    step = math.lcm(multiple, TILE_STEP)
     if round_up(span, multiple) <= tile:
-        return AxisPlan(length, round_up(span, multiple), overlap, 1, border, multiple)
+        single = round_up(span, multiple)
+        if single >= STEP_SINGLE_FROM and round_up(single, step) <= tile:
+            single = round_up(single, step)
+        return AxisPlan(length, single, overlap, 1, border, multiple)
     stride = tile - 2 * overlap
     n_tiles = max(1, math.ceil((span - 2 * overlap) / stride))
     # Balance: the smallest tile that covers the axis with the same number of tiles, so a
@@ -105,7 +113,6 @@ def plan_axis(
     # 1024 px tiles: 3 x 764 px instead of 3 x 1024 px, 1.8x less work in 2-D).
     # The balanced tile is rounded up to TILE_STEP as well: oneDNN's bf16 convolutions run 2-4x
     # slower at some odd widths (a 2048 px plane in 726 px tiles: 363 px at half resolution).
-    step = math.lcm(multiple, TILE_STEP)
     tile = min(tile, round_up(math.ceil((span - 2 * overlap) / n_tiles) + 2 * overlap, step))
     return AxisPlan(length, tile, overlap, n_tiles, border, multiple)
 
