@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 
 import numpy as np
@@ -59,6 +60,27 @@ def test_patch_mse_sums_over_pixels():
     a, b = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
     assert patch_mse(a, b).item() == 16.0
     assert patch_mse(a, b, "mean").item() == 1.0
+
+
+def test_log_mse_weighs_each_patch_alike_in_db():
+    """Under "log" a patch with 100x the error gets 1/100 of the gradient per unit of error,
+    so each patch pulls alike in dB; the summed MSE lets the noisier patch dominate."""
+    from napari_wgan_denoise.training.losses import LOG_MSE_FLOOR
+
+    target = torch.zeros(2, 1, 4, 4)
+    estimate = torch.cat([torch.full((1, 1, 4, 4), 0.1), torch.full((1, 1, 4, 4), 0.01)])
+    estimate.requires_grad_(True)
+    loss = patch_mse(estimate, target, "log")
+    expected = (math.log(0.01 + LOG_MSE_FLOOR) + math.log(1e-4 + LOG_MSE_FLOOR)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    g = estimate.grad.flatten(1)[:, 0]
+    # d/dx log(x² + f) = 2x / (x² + f): 0.2 / 0.0101 against 0.02 / 0.0002
+    assert g[1] / g[0] == pytest.approx((0.02 / 2e-4) / (0.2 / 0.0101), rel=1e-4)
+    with pytest.raises(ValueError, match="use it with --loss mse"):
+        TrainConfig(loss="wgan", mse_reduction="log").validate()
+    with pytest.raises(ValueError, match="mse_reduction must be one of"):
+        TrainConfig(loss="mse", mse_reduction="median").validate()
 
 
 def test_gradient_penalty_is_zero_for_unit_slope_critic():

@@ -13,6 +13,7 @@ from ..inference.devices import PRECISIONS
 from ..validation import coerce_settings
 
 LR_SCHEDULES = ("step", "cosine")
+MSE_REDUCTIONS = ("sum", "mean", "log")
 LOSSES = ("mse", "wgan", "wgan-wf", "vgg", "wgan-vgg")
 #: Losses with a perceptual (VGG feature) term; ``vgg`` has no critic, ``wgan-vgg`` does.
 PERCEPTUAL_LOSSES = ("vgg", "wgan-vgg")
@@ -128,6 +129,16 @@ class TrainConfig(SettingsMixin):
                 )
         elif self.loss in CRITIC_FREE_LOSSES and float(self.mse_weight) == 0:
             raise ValueError("--loss mse with mse_weight 0 has nothing to minimise.")
+        if self.mse_reduction not in MSE_REDUCTIONS:
+            raise ValueError(
+                f"mse_reduction must be one of {', '.join(MSE_REDUCTIONS)}, "
+                f"got {self.mse_reduction!r}."
+            )
+        if self.mse_reduction == "log" and self.loss != "mse":
+            raise ValueError(
+                "mse_reduction 'log' has no scale to weigh an adversarial or perceptual term "
+                f"against; use it with --loss mse (got {self.loss!r})."
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}."

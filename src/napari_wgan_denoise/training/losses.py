@@ -5,16 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: The floor of a patch's mean squared error under ``reduction="log"`` (40 dB on a 0-1
+#: scale), so near-noiseless patches do not outweigh the rest of the batch.
+LOG_MSE_FLOOR = 1e-4
+
 
 def patch_mse(estimate: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """Eq. 8: squared error summed over the pixels of each patch, averaged over the batch
-    (``reduction="sum"``, the paper's scale for alpha = 1.01), or the per-pixel mean."""
+    (``reduction="sum"``, the paper's scale for alpha = 1.01), or the per-pixel mean, or
+    (``"log"``) the batch mean of each patch's log mean squared error, which weighs every
+    patch alike in dB rather than by its error (a strongly noisy patch counts as much as a
+    weakly noisy one)."""
     sq = (estimate.float() - target.float()) ** 2
     if reduction == "sum":
         return sq.flatten(1).sum(dim=1).mean()
     if reduction == "mean":
         return sq.mean()
-    raise ValueError(f"Unknown MSE reduction {reduction!r}; use 'sum' or 'mean'.")
+    if reduction == "log":
+        return torch.log(sq.flatten(1).mean(dim=1) + LOG_MSE_FLOOR).mean()
+    raise ValueError(f"Unknown MSE reduction {reduction!r}; use 'sum', 'mean' or 'log'.")
 
 
 def critic_scores(
