@@ -10,6 +10,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -205,7 +206,7 @@ def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
 #: between calls so that a stack of small images, a preview or an evaluation does not copy
 #: and convert the weights for every call (0.02-0.05 s on 2 quiet cores, up to 0.5 s when
 #: the cores are busy; docs/benchmarks.md §7s).
-_PREPARED: weakref.WeakKeyDictionary[nn.Module, list[tuple[tuple, nn.Module]]] = (
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, list[tuple[_Signature, nn.Module]]] = (
     weakref.WeakKeyDictionary()
 )
 _PREPARED_LOCK = threading.Lock()
@@ -213,12 +214,21 @@ _PREPARED_LOCK = threading.Lock()
 PREPARED_PER_NETWORK = 2
 
 
-def _signature(network: nn.Module, device: torch.device, dtype: torch.dtype | None) -> tuple:
-    """What a prepared copy depends on: the target, and each weight's storage and version
-    (an in-place update such as an optimiser step or ``load_state_dict`` changes it; weights
-    made under ``torch.inference_mode`` have no version, and no optimiser can train them)."""
+class _Signature(NamedTuple):
+    """What a prepared copy depends on: the target, and each weight's storage and version."""
+
+    device: str
+    dtype: torch.dtype | None
+    fused: bool
+    weights: tuple
+
+
+def _signature(network: nn.Module, device: torch.device, dtype: torch.dtype | None) -> _Signature:
+    """The :class:`_Signature` of ``network`` now (an in-place update such as an optimiser
+    step or ``load_state_dict`` changes a weight's version; weights made under
+    ``torch.inference_mode`` have no version, and no optimiser can train them)."""
     tensors = itertools.chain(network.parameters(), network.buffers())
-    return (
+    return _Signature(
         str(device),
         dtype,
         fusion_enabled(),
@@ -261,7 +271,9 @@ def prepared_network(
         if net is not network:  # a copy (the network itself needs no keeping)
             with _PREPARED_LOCK:
                 current = _signature(network, device, dtype) == signature
-                pool = [e for e in _PREPARED.get(network, []) if e[0][3] == signature[3]]
+                pool = [  # copies of older weights are dropped
+                    e for e in _PREPARED.get(network, []) if e[0].weights == signature.weights
+                ]
                 if current and len(pool) < PREPARED_PER_NETWORK:
                     pool.append((signature, net))
                 _PREPARED[network] = pool
