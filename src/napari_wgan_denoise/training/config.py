@@ -71,7 +71,8 @@ class TrainConfig(SettingsMixin):
     ``mse_reduction="log"`` (the mean of each patch's log MSE) weighs every noise level
     alike in dB; its gradient is that of the summed MSE divided by ``C*H*W * (mse + floor)``,
     so an ``alpha`` that balanced the summed MSE is divided by about that much (128² RGB
-    patches at a denoised MSE of 2-5e-4: 15-35)."""
+    patches at a denoised MSE of 2-5e-4: 15-35; the cells twin's alpha 0.5 under "log" cost
+    about what alpha 16 had under "sum", docs/benchmarks.md §7u)."""
 
     SETTINGS: ClassVar[str] = "training setting"
 
