@@ -42,11 +42,8 @@ def scan(low: int, high: int, threshold: float) -> list[tuple[int, float]]:
 def plane() -> None:
     """PSNR of gray-mse-fast on three one-tile crops of a Set12 mosaic at σ 25, and s/MP of a
     726² plane (a slow width at half resolution), each run as one 1024 px tile."""
-    big = [
-        skimage.io.imread(f).astype(np.float32)
-        for f in sorted(SET12.glob("*.png"))
-        if skimage.io.imread(f).shape[0] == 512
-    ]
+    images = [skimage.io.imread(f).astype(np.float32) for f in sorted(SET12.glob("*.png"))]
+    big = [image for image in images if image.shape[0] == 512]
     mosaic = np.block([[big[0], big[1]], [big[2], big[3]]])
     rng = np.random.default_rng(0)
     scores = []
@@ -75,8 +72,7 @@ def main() -> None:
     s.add_argument("--high", type=int, default=300)
     s.add_argument("--threshold", type=float, default=200.0, help="GFLOP/s")
     sub.add_parser("plane", help="one-tile planes: PSNR and speed")
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    args = parser.parse_args()  # threads: OMP_NUM_THREADS
     if args.what == "scan":
         print(scan(args.low, args.high, args.threshold))
     else:
