@@ -1,0 +1,98 @@
+"""Two checks of what limits the cells models (docs/benchmarks.md §7u): does the network's own
+noise estimate cost quality (``oracle``), and does averaging the weights of models that share
+their initialisation help (``soup``)? Whole CellaVision validation images (077-088), bf16, no
+tiling, seeded Gaussian noise as ``zoo_eval``.
+
+OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py oracle cells-mse-fast
+OMP_NUM_THREADS=1 python3 benchmarks/cells_probes.py soup runs/zoo/cells8a runs/zoo/cells8b
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import skimage.io
+import torch
+
+from napari_wgan_denoise.models.registry import load_model
+from napari_wgan_denoise.models.shuffle import fit_whole_image
+
+CELLS = Path("../shared/data/cells/cellavision_train")
+HELD_OUT = 12
+
+
+def _images(sigma: float) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """(clean, noisy network input) of each validation image, noise seeded as zoo_eval."""
+    pairs = []
+    for i, f in enumerate(sorted(CELLS.glob("*.png"))[-HELD_OUT:]):
+        ref = skimage.io.imread(f)[..., :3].astype(np.float64)
+        noisy = ref + sigma * np.random.default_rng([0, i]).standard_normal(ref.shape)
+        x = torch.from_numpy((noisy / 255).astype(np.float32)).permute(2, 0, 1)[None]
+        pairs.append((ref, x))
+    return pairs
+
+
+def _psnr(network: torch.nn.Module, ref: np.ndarray, x: torch.Tensor, fit) -> float:
+    network.fixed_fit = fit
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = network(x).float()[0].permute(1, 2, 0).numpy() * 255
+    return float(10 * np.log10(255**2 / np.mean((out - ref) ** 2)))
+
+
+def _constant(level: float):
+    """A Gaussian noise fit of ``level`` (network scale): the constant noise map."""
+    return (torch.tensor([level]), torch.zeros(1), torch.zeros(1), torch.tensor([False]))
+
+
+def oracle(model: str) -> None:
+    """Mean PSNR with the network's own noise fit, the true σ, and σ 10 % low / high."""
+    network = load_model(model).network.eval()
+    for sigma in (25, 35, 50):
+        scores: dict[str, list[float]] = {"own": [], "true": [], "0.9x": [], "1.1x": []}
+        estimates = []
+        for ref, x in _images(sigma):
+            fit = fit_whole_image(network, x)
+            estimates.append(float(fit[0]) * 255)
+            scores["own"].append(_psnr(network, ref, x, fit))
+            for key, factor in (("true", 1.0), ("0.9x", 0.9), ("1.1x", 1.1)):
+                scores[key].append(_psnr(network, ref, x, _constant(sigma / 255 * factor)))
+        means = {k: round(float(np.mean(v)), 3) for k, v in scores.items()}
+        spread = f"{min(estimates):.2f}-{max(estimates):.2f}"
+        print(f"σ {sigma}: estimate {np.mean(estimates):.2f} ({spread})", means)
+
+
+def soup(models: list[str], sigma: float = 25) -> None:
+    """Mean PSNR of each model and of the average of their weights."""
+    loaded = [load_model(m).network.eval() for m in models]
+    pairs = _images(sigma)
+
+    def score(network: torch.nn.Module) -> float:
+        return float(np.mean([_psnr(network, r, x, fit_whole_image(network, x)) for r, x in pairs]))
+
+    for name, network in zip(models, loaded):
+        print(name, round(score(network), 3))
+    states = [n.state_dict() for n in loaded]
+    averaged = load_model(models[0]).network.eval()
+    mean = {k: sum(s[k].float() for s in states) / len(states) for k in states[0]}
+    averaged.load_state_dict(mean)
+    print("average of the weights", round(score(averaged), 3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    o = sub.add_parser("oracle", help="own noise estimate against the true σ")
+    o.add_argument("model")
+    s = sub.add_parser("soup", help="averaged weights of models with one initialisation")
+    s.add_argument("models", nargs="+")
+    args = parser.parse_args()
+    if args.what == "oracle":
+        oracle(args.model)
+    else:
+        soup(args.models)
+
+
+if __name__ == "__main__":
+    main()
