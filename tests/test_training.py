@@ -238,6 +238,22 @@ def test_train_cli_and_resume(clean_dir, tmp_path):
     assert load_model(tmp_path / "y").card["training"]["loss"] == "mse"
 
 
+def test_train_cli_names_the_log_mse_in_its_progress(clean_dir, tmp_path, capsys):
+    """Under mse_reduction "log" the progress bar calls the (negative) term log_mse, and the
+    card records the reduction."""
+    cfg = tmp_path / "log.yaml"
+    cfg.write_text(
+        f"clean: {clean_dir}\nnoise: gaussian:25\nloss: mse\nmse_reduction: log\n"
+        "iterations: 3\nbatch_size: 2\npatch_size: 32\n"
+        "arch_config: {n_blocks: 1, features: 8}\n"
+    )
+    assert main(["train", "--config", str(cfg), "-o", str(tmp_path / "z")]) == 0
+    err = capsys.readouterr().err
+    assert "log_mse=-" in err and " mse=" not in err
+    card = load_model(tmp_path / "z").card
+    assert card["training"]["config"]["mse_reduction"] == "log"
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [

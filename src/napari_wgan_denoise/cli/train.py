@@ -305,7 +305,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         def progress(st: TrainState) -> None:
             advance_to(bar, st.iteration)
-            post = {"loss": f"{st.g_loss:.3g}", "mse": f"{st.mse:.3g}"}
+            # under mse_reduction "log" the term is the patches' mean log MSE (negative)
+            term = "log_mse" if config.mse_reduction == "log" else "mse"
+            post = {"loss": f"{st.g_loss:.3g}", term: f"{st.mse:.3g}"}
             if st.perceptual == st.perceptual:
                 post["vgg"] = f"{st.perceptual:.3g}"
             if st.wasserstein == st.wasserstein:
