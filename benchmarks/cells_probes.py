@@ -13,9 +13,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import skimage.io
 import torch
 
+from napari_wgan_denoise.evaluation.samples import _samples
 from napari_wgan_denoise.models.registry import load_model
 from napari_wgan_denoise.models.shuffle import fit_whole_image
 
@@ -24,13 +24,12 @@ HELD_OUT = 12
 
 
 def _images(sigma: float) -> list[tuple[np.ndarray, torch.Tensor]]:
-    """(clean, noisy network input) of each validation image, noise seeded as zoo_eval."""
+    """(clean, noisy network input) of each validation image: evaluate's own seeded samples,
+    so the inputs are zoo_eval's."""
     pairs = []
-    for i, f in enumerate(sorted(CELLS.glob("*.png"))[-HELD_OUT:]):
-        ref = skimage.io.imread(f)[..., :3].astype(np.float64)
-        noisy = ref + sigma * np.random.default_rng([0, i]).standard_normal(ref.shape)
-        x = torch.from_numpy((noisy / 255).astype(np.float32)).permute(2, 0, 1)[None]
-        pairs.append((ref, x))
+    for sample in _samples(CELLS, sigma, None, seed=0, limit=None, last=HELD_OUT):
+        x = torch.from_numpy(sample.noisy / 255).permute(2, 0, 1)[None]
+        pairs.append((sample.clean.astype(np.float64), x))
     return pairs
 
 
