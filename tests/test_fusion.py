@@ -48,6 +48,30 @@ def test_fused_generator_computes_what_the_plain_one_computes(plain_body):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_the_head_reads_the_image_in_fp32_under_bf16_autocast():
+    """bf16's 8-bit mantissa would round the input image itself; only the head is spared."""
+    net = _generator(7)
+    seen: dict[str, torch.dtype] = {}
+    for name in ("head", "body"):
+        getattr(net, name).register_forward_hook(
+            lambda _m, _i, out, name=name: seen.__setitem__(name, out.dtype)
+        )
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)
+    assert seen == {"head": torch.float32, "body": torch.bfloat16}
+    if fusion_works():
+        fused = fuse_convolutions(net, torch.bfloat16)
+        assert fused.head[0].weight.dtype == torch.float32
+        assert fused.body[0].conv1.weight.dtype == torch.bfloat16
+    net.full_precision = ()  # everything under autocast, as before
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)
+    assert seen["head"] == torch.bfloat16
+    if fusion_works():
+        assert fuse_convolutions(net, torch.bfloat16).head[0].weight.dtype == torch.bfloat16
+
+
 @needs_fusion
 def test_fused_bf16_generator_agrees_with_autocast():
     net = _generator(7)

@@ -176,15 +176,19 @@ def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A copy of ``network`` for CPU inference whose shuffle residual blocks and ``conv ->
     ReLU`` pairs run as oneDNN fused convolutions in ``dtype`` (bf16 where the CPU has it),
     or ``network`` itself where nothing is fusable, fusion is off (``$NAPARI_WGAN_DENOISE_FUSION``
-    is ``0``) or this torch build lacks it. Same outputs up to float rounding, less memory
-    traffic: 5-10 % faster on the shipped shuffle models, and +0.01 dB from the residual sum
-    rounded once (docs/benchmarks.md §7m)."""
+    is ``0``) or this torch build lacks it. The children a network names in its
+    ``full_precision`` stay fp32. Same outputs up to float rounding, less memory traffic:
+    5-10 % faster on the shipped shuffle models, and +0.01 dB from the residual sum rounded
+    once (docs/benchmarks.md §7m)."""
     if isinstance(network, torch.jit.ScriptModule):
         return network
     if not _has_fusable(network) or not fusion_enabled():
         return network
     net = copy.deepcopy(network)
     changed = False
+    full = {  # the children a network keeps in fp32 (ShuffleGenerator.full_precision)
+        id(getattr(m, name)) for m in net.modules() for name in getattr(m, "full_precision", ())
+    }
     for module in list(net.modules()):
         for name, child in list(module.named_children()):
             if _fusable_block(child):
@@ -196,7 +200,8 @@ def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
         if isinstance(module, nn.Sequential):
             for i in range(len(module) - 1):
                 if _fusable_pair(module, i):
-                    module[i] = FusedConv(module[i], True, dtype)
+                    kind = torch.float32 if id(module) in full else dtype
+                    module[i] = FusedConv(module[i], True, kind)
                     module[i + 1] = nn.Identity()
                     changed = True
     return net if changed else network
