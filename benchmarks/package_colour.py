@@ -3,8 +3,11 @@ cells models (issue 14, stage 8): natural colour structure (chroma edges that do
 brightness) that neither CellaVision nor the stained gray Train400 has.
 
     python benchmarks/package_colour.py runs/data/package_colour
+    python benchmarks/package_colour.py runs/data/package_colour2 --extra   # stage 10
 
-scikit-image's retina, rocket and matplotlib's grace_hopper. Not astronaut, coffee, chelsea
+scikit-image's retina, rocket and matplotlib's grace_hopper; with ``--extra`` also
+scikit-image's motorcycle_left (a garage scene: many small coloured objects and textures;
+its right-hand stereo twin would repeat it). Not astronaut, coffee, chelsea
 (= cat) or the immunohistochemistry image: ``zoo_eval cells-other`` tests on those.
 """
 
@@ -21,8 +24,8 @@ from matplotlib import cbook
 HELD_OUT = ("astronaut", "coffee", "chelsea", "cat", "immunohistochemistry")
 
 
-def images() -> dict[str, np.ndarray]:
-    """The training photographs by name, RGB uint8."""
+def images(extra: bool = False) -> dict[str, np.ndarray]:
+    """The training photographs by name, RGB uint8 (``extra``: stage 10's addition too)."""
     retina = skimage.data.retina()
     rows, cols = np.nonzero(retina.max(axis=2) > 20)  # crop the black surround of the fundus
     out = {
@@ -31,15 +34,19 @@ def images() -> dict[str, np.ndarray]:
     }
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         out["grace_hopper"] = skimage.io.imread(f)
+    if extra:
+        out["motorcycle_left"] = skimage.data.stereo_motorcycle()[0]
     return {k: np.ascontiguousarray(v[..., :3]) for k, v in out.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
-    folder = parser.parse_args().folder
+    parser.add_argument("--extra", action="store_true", help="add motorcycle_left (stage 10)")
+    args = parser.parse_args()
+    folder = args.folder
     folder.mkdir(parents=True, exist_ok=True)
-    for name, img in images().items():
+    for name, img in images(args.extra).items():
         skimage.io.imsave(folder / f"{name}.png", img, check_contrast=False)
         print(f"{folder / name}.png {img.shape}")
 

@@ -10,8 +10,8 @@ from benchmarks.package_colour import HELD_OUT, images, main
 
 
 def test_training_photographs_are_rgb_and_not_the_test_images(tmp_path, monkeypatch):
-    found = images()
-    assert set(found) == {"retina", "rocket", "grace_hopper"}
+    found = images(extra=True)
+    assert set(found) == {"retina", "rocket", "grace_hopper", "motorcycle_left"}
     assert not set(found) & set(HELD_OUT)
     tests = [getattr(skimage.data, name)() for name in HELD_OUT]
     for name, img in found.items():
@@ -28,3 +28,9 @@ def test_training_photographs_are_rgb_and_not_the_test_images(tmp_path, monkeypa
     assert written == ["grace_hopper.png", "retina.png", "rocket.png"]
     again = skimage.io.imread(tmp_path / "colour" / "rocket.png")
     assert np.array_equal(again, found["rocket"])
+    # stage 10's folder adds the motorcycle, and only it
+    monkeypatch.setattr("sys.argv", ["package_colour.py", str(tmp_path / "more"), "--extra"])
+    main()
+    assert sorted(p.name for p in (tmp_path / "more").iterdir()) == sorted(
+        written + ["motorcycle_left.png"]
+    )
