@@ -1,10 +1,12 @@
-"""Two checks of what limits the cells models (docs/benchmarks.md §7u): does the network's own
-noise estimate cost quality (``oracle``), and does averaging the weights of models that share
-their initialisation help (``soup``)? Whole CellaVision validation images (077-088), bf16, no
-tiling, seeded Gaussian noise as ``zoo_eval``.
+"""Checks of what limits the cells models: does the network's own noise estimate cost quality
+(``oracle``), does averaging the weights of models that share their initialisation help
+(``soup``; both docs/benchmarks.md §7u), and how do the network's errors relate to CBM3D's
+and to another network's (``gap``, §7v)? Whole CellaVision validation images (077-088), bf16,
+no tiling, seeded Gaussian noise as ``zoo_eval``.
 
 OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py oracle cells-mse-fast
 OMP_NUM_THREADS=1 python3 benchmarks/cells_probes.py soup runs/zoo/cells8a runs/zoo/cells8b
+OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py gap cells-mse-fast runs/zoo/cells96d20
 """
 
 from __future__ import annotations
@@ -79,6 +81,47 @@ def soup(models: list[str], sigma: float = 25) -> None:
     print("average of the weights", round(score(averaged), 3))
 
 
+def _output(network: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    network.fixed_fit = fit_whole_image(network, x)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return network(x).float()[0].permute(1, 2, 0).numpy() * 255
+
+
+def gap(model: str, other: str, sigma: float = 25) -> None:
+    """Mean PSNR of ``model``, CBM3D and ``other``, of the pixel mean of ``model`` with each,
+    and the share of ``model``'s and CBM3D's squared error in flat and in detailed regions
+    (below and above the median gradient of the clean image)."""
+    import bm3d
+    from scipy import ndimage
+
+    net, second = (load_model(m).network.eval() for m in (model, other))
+    rows = []
+    for ref, x in _images(sigma):
+        ours = _output(net, x) - ref
+        theirs = _output(second, x) - ref
+        noisy = x[0].permute(1, 2, 0).numpy()
+        cbm3d = bm3d.bm3d_rgb(noisy, sigma_psd=sigma / 255) * 255 - ref
+        gray = ref.mean(-1)
+        flat = np.hypot(ndimage.sobel(gray, 0), ndimage.sobel(gray, 1))
+        flat = flat < np.median(flat)
+        rows.append(
+            [_db(e) for e in (ours, cbm3d, theirs, (ours + cbm3d) / 2, (ours + theirs) / 2)]
+            + [np.mean(e[m] ** 2) for e in (ours, cbm3d) for m in (flat, ~flat)]
+        )
+    mean = np.mean(rows, axis=0)
+    names = [model, "CBM3D", other, f"mean of {model} and CBM3D", f"mean of {model} and {other}"]
+    for name, value in zip(names, mean):
+        print(f"σ {sigma:g}: {name}: {value:.3f} dB")
+    print(
+        f"MSE flat / detailed: {model} {mean[5]:.2f} / {mean[6]:.2f}, "
+        f"CBM3D {mean[7]:.2f} / {mean[8]:.2f}"
+    )
+
+
+def _db(error: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean(error**2)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -86,11 +129,17 @@ def main() -> None:
     o.add_argument("model")
     s = sub.add_parser("soup", help="averaged weights of models with one initialisation")
     s.add_argument("models", nargs="+")
+    g = sub.add_parser("gap", help="errors against CBM3D's and another network's")
+    g.add_argument("model")
+    g.add_argument("other")
+    g.add_argument("--sigma", type=float, default=25)
     args = parser.parse_args()
     if args.what == "oracle":
         oracle(args.model)
-    else:
+    elif args.what == "soup":
         soup(args.models)
+    else:
+        gap(args.model, args.other, args.sigma)
 
 
 if __name__ == "__main__":
