@@ -7,6 +7,11 @@ no tiling, seeded Gaussian noise as ``zoo_eval``.
 OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py oracle cells-mse-fast
 OMP_NUM_THREADS=1 python3 benchmarks/cells_probes.py soup runs/zoo/cells8a runs/zoo/cells8b
 OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py gap cells-mse-fast runs/zoo/cells96d20
+OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py validation runs/zoo/cells11-log \
+    cells-mse-fast --config configs/zoo/cells-stage9.yaml --config configs/zoo/cells-mse-fast.yaml
+
+``validation`` scores models on the validation sets that training configs draw (the trainer's
+own ``validate``), to compare learning curves of stages that drew different sets (§7v).
 """
 
 from __future__ import annotations
@@ -118,6 +123,25 @@ def gap(model: str, other: str, sigma: float = 25) -> None:
     )
 
 
+def validation(models: list[str], configs: list[str]) -> None:
+    """Each model's validation PSNR on each config's validation set, as its training saw it."""
+    from napari_wgan_denoise.cli.train import DATA_KEYS
+    from napari_wgan_denoise.data.recipes import build_source
+    from napari_wgan_denoise.training.trainer import validate
+    from napari_wgan_denoise.validation import load_config_file
+
+    sets = {}
+    for path in configs:
+        settings = load_config_file(path)
+        data = {k: settings[k] for k in DATA_KEYS if k in settings}
+        sets[path] = build_source(data, seed=settings.get("seed", 0)).validation_pairs()
+    for model in models:
+        network = load_model(model).network.eval()
+        for path, pairs in sets.items():
+            score = validate(network, pairs, torch.device("cpu"))["val_psnr"]
+            print(f"{model} on {path}: {score:.3f} dB")
+
+
 def _db(error: np.ndarray) -> float:
     return float(10 * np.log10(255**2 / np.mean(error**2)))
 
@@ -133,11 +157,16 @@ def main() -> None:
     g.add_argument("model")
     g.add_argument("other")
     g.add_argument("--sigma", type=float, default=25)
+    v = sub.add_parser("validation", help="models on the validation sets of training configs")
+    v.add_argument("models", nargs="+")
+    v.add_argument("--config", action="append", required=True)
     args = parser.parse_args()
     if args.what == "oracle":
         oracle(args.model)
     elif args.what == "soup":
         soup(args.models)
+    elif args.what == "validation":
+        validation(args.models, args.config)
     else:
         gap(args.model, args.other, args.sigma)
 
