@@ -6,7 +6,7 @@ no tiling, seeded Gaussian noise as ``zoo_eval``.
 
 OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py oracle cells-mse-fast
 OMP_NUM_THREADS=1 python3 benchmarks/cells_probes.py soup runs/zoo/cells8a runs/zoo/cells8b
-OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py gap cells-mse-fast runs/zoo/cells96d20
+OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py gap runs/zoo/cells11-log runs/zoo/cells96d20
 OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py validation runs/zoo/cells11-log \
     cells-mse-fast --config configs/zoo/cells-stage9.yaml --config configs/zoo/cells-mse-fast.yaml
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from napari_wgan_denoise.evaluation.samples import _samples
+from napari_wgan_denoise.metrics import psnr
 from napari_wgan_denoise.models.registry import load_model
 from napari_wgan_denoise.models.shuffle import fit_whole_image
 
@@ -40,11 +41,16 @@ def _images(sigma: float) -> list[tuple[np.ndarray, torch.Tensor]]:
     return pairs
 
 
-def _psnr(network: torch.nn.Module, ref: np.ndarray, x: torch.Tensor, fit) -> float:
-    network.fixed_fit = fit
+def _output(network: torch.nn.Module, x: torch.Tensor, fit=None) -> np.ndarray:
+    """The network's whole-image output on the 0-255 scale, bf16, with the noise ``fit``
+    (default: the image's own, as ``denoise`` fits it)."""
+    network.fixed_fit = fit_whole_image(network, x) if fit is None else fit
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = network(x).float()[0].permute(1, 2, 0).numpy() * 255
-    return float(10 * np.log10(255**2 / np.mean((out - ref) ** 2)))
+        return network(x).float()[0].permute(1, 2, 0).numpy() * 255
+
+
+def _psnr(network: torch.nn.Module, ref: np.ndarray, x: torch.Tensor, fit=None) -> float:
+    return psnr(ref, _output(network, x, fit), peak=255.0)
 
 
 def _constant(level: float):
@@ -75,7 +81,7 @@ def soup(models: list[str], sigma: float = 25) -> None:
     pairs = _images(sigma)
 
     def score(network: torch.nn.Module) -> float:
-        return float(np.mean([_psnr(network, r, x, fit_whole_image(network, x)) for r, x in pairs]))
+        return float(np.mean([_psnr(network, r, x) for r, x in pairs]))
 
     for name, network in zip(models, loaded):
         print(name, round(score(network), 3))
@@ -84,12 +90,6 @@ def soup(models: list[str], sigma: float = 25) -> None:
     mean = {k: sum(s[k].float() for s in states) / len(states) for k in states[0]}
     averaged.load_state_dict(mean)
     print("average of the weights", round(score(averaged), 3))
-
-
-def _output(network: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    network.fixed_fit = fit_whole_image(network, x)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        return network(x).float()[0].permute(1, 2, 0).numpy() * 255
 
 
 def gap(model: str, other: str, sigma: float = 25) -> None:
@@ -102,16 +102,15 @@ def gap(model: str, other: str, sigma: float = 25) -> None:
     net, second = (load_model(m).network.eval() for m in (model, other))
     rows = []
     for ref, x in _images(sigma):
-        ours = _output(net, x) - ref
-        theirs = _output(second, x) - ref
-        noisy = x[0].permute(1, 2, 0).numpy()
-        cbm3d = bm3d.bm3d_rgb(noisy, sigma_psd=sigma / 255) * 255 - ref
+        ours, theirs = _output(net, x), _output(second, x)
+        cbm3d = bm3d.bm3d_rgb(x[0].permute(1, 2, 0).numpy(), sigma_psd=sigma / 255) * 255
         gray = ref.mean(-1)
         flat = np.hypot(ndimage.sobel(gray, 0), ndimage.sobel(gray, 1))
         flat = flat < np.median(flat)
+        outputs = (ours, cbm3d, theirs, (ours + cbm3d) / 2, (ours + theirs) / 2)
         rows.append(
-            [_db(e) for e in (ours, cbm3d, theirs, (ours + cbm3d) / 2, (ours + theirs) / 2)]
-            + [np.mean(e[m] ** 2) for e in (ours, cbm3d) for m in (flat, ~flat)]
+            [psnr(ref, out, peak=255.0) for out in outputs]
+            + [np.mean((out - ref)[m] ** 2) for out in (ours, cbm3d) for m in (flat, ~flat)]
         )
     mean = np.mean(rows, axis=0)
     names = [model, "CBM3D", other, f"mean of {model} and CBM3D", f"mean of {model} and {other}"]
@@ -140,10 +139,6 @@ def validation(models: list[str], configs: list[str]) -> None:
         for path, pairs in sets.items():
             score = validate(network, pairs, torch.device("cpu"))["val_psnr"]
             print(f"{model} on {path}: {score:.3f} dB")
-
-
-def _db(error: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean(error**2)))
 
 
 def main() -> None:

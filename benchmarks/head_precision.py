@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_wgan_denoise import denoise
 from napari_wgan_denoise.evaluation.samples import _samples
+from napari_wgan_denoise.metrics import psnr
 from napari_wgan_denoise.models.registry import load_model
 
 DATA = Path("../shared/data")
@@ -44,11 +45,6 @@ def _models(name: str) -> dict:
     return models
 
 
-def _psnr(out: np.ndarray, ref: np.ndarray) -> float:
-    err = out.astype(np.float64) - ref.astype(np.float64)
-    return float(10 * np.log10(255.0**2 / np.mean(err**2)))
-
-
 def quality(name: str) -> None:
     """Mean PSNR of each variant at each σ on the model's validation images."""
     folder, sigmas, last = SETS[name]
@@ -60,7 +56,7 @@ def quality(name: str) -> None:
                 out = denoise(
                     sample.noisy, models[label], precision=precision, value_range=(0, 255)
                 )
-                scores[label].append(_psnr(out, sample.clean))
+                scores[label].append(psnr(sample.clean, out, peak=255.0))
         row = " | ".join(f"{np.mean(v):.3f}" for v in scores.values())
         print(f"| {name} | σ {sigma} | {row} |", flush=True)
 
