@@ -364,6 +364,14 @@ def test_a_second_stage_starts_from_a_trained_models_weights(folders, tmp_path, 
     assert main([*argv, "--init-weights", str(first)]) == 0
     a, b = load_model(first).network.state_dict(), load_model(still).network.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # each initialised stage scores its starting weights on its own validation set first
+    assert [c["iteration"] for c in card["learning_curve"]][:1] == [0]
+    start, end = (
+        load_model(still).card["learning_curve"][0],
+        load_model(still).card["learning_curve"][-1],
+    )
+    assert start["initial"] and start["iteration"] == 0 and end["iteration"] == 1
+    assert start["val_psnr"] == pytest.approx(end["val_psnr"], abs=1e-3)
     wider = ["--arch-config", "features=16,depth=3", "-o", str(tmp_path / "x")]
     assert main([*base, *wider, "--iterations", "1", "--init-weights", str(first)]) == 3
     assert "same network" in capsys.readouterr().err

@@ -344,6 +344,8 @@ class Trainer:
         pairs = self.source.validation_pairs()
         start = time.perf_counter() - self.wall_time
         cpu_start = time.process_time() - self.cpu_time
+        if pairs and self.iteration == 0 and self.initialised_from is not None and not self.curve:
+            self._record_start(pairs)
         while self.iteration < stop_at:
             if cancel is not None and cancel.is_set():
                 self.wall_time = time.perf_counter() - start
@@ -391,6 +393,23 @@ class Trainer:
             if self.checkpoint_dir is not None and self.iteration in cfg.keep_checkpoints:
                 self.save_checkpoint(self.checkpoint_dir / f"iter-{self.iteration}")
         return self._finish(pairs)
+
+    def _record_start(self, pairs: list) -> None:
+        """Score the starting weights of an initialised run on this run's validation set,
+        as iteration 0 of its curve: a stage whose data or seed (and so validation set)
+        differs from its predecessor's then shows where it starts, not a step that looks
+        like a gain or a loss."""
+        metrics = validate(self.generator, pairs, self.device)
+        self.curve.append(
+            {
+                "iteration": 0,
+                "val_psnr": round(metrics["val_psnr"], 4),
+                "cpu_time_s": 0.0,
+                "wall_time_s": 0.0,
+                "loss": self.config.loss,
+                "initial": True,
+            }
+        )
 
     def _finish(self, pairs: list) -> DenoiseModel:
         cfg = self.config
