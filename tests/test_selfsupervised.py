@@ -11,9 +11,10 @@ import torch
 from scipy import ndimage
 
 from napari_wgan_denoise import list_models, load_model
+from napari_wgan_denoise.data.noise import correlate
 from napari_wgan_denoise.training.finetune import finetune, noise_check
 from napari_wgan_denoise.training.finetune.data import Session, normalise
-from napari_wgan_denoise.training.finetune.noise import stack_noise_model
+from napari_wgan_denoise.training.finetune.noise import correlated_noise_model, stack_noise_model
 from napari_wgan_denoise.training.finetune.selfsupervised import (
     SS_ITERATIONS,
     SS_LR,
@@ -187,6 +188,60 @@ def test_recorrupted_pairs_have_independent_noise():
     assert abs(cov) < 0.05 * sigma**2  # no shared noise: a Noise2Noise pair
 
 
+def test_correlated_recorrupted_pairs_share_the_correlation_not_the_noise():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.full((4, 1, 96, 96), 0.5)
+    sigma, rho = 0.1, 0.6
+    noisy = clean + sigma * correlate(torch.randn(clean.shape, generator=g), torch.full((4,), rho))
+    source, target = recorrupt(noisy, (0.0, sigma**2), g, alpha=1.0, correlation=rho)
+    a, b = source - clean, target - clean
+    assert abs(float(a.var()) - 2 * sigma**2) < 0.1 * sigma**2
+    assert abs(_lag1(a) - rho) < 0.05 and abs(_lag1(b) - rho) < 0.05
+    cov = float(((a - a.mean()) * (b - b.mean())).mean())
+    assert abs(cov) < 0.05 * sigma**2
+    white, _ = recorrupt(noisy, (0.0, sigma**2), g, alpha=1.0)  # the white pair is not
+    assert _lag1(white - clean) < rho - 0.2
+
+
+def _lag1(x: torch.Tensor) -> float:
+    return float(np.corrcoef(x[..., :-1].ravel(), x[..., 1:].ravel())[0, 1])
+
+
+def test_correlated_noise_model_reads_the_variance_the_high_pass_misses():
+    rng = np.random.default_rng(4)
+    clean = _scene((256, 256)) / 255.0
+    gain, offset = 0.01, 4e-4
+    std = np.sqrt(gain * clean + offset)
+    planes = []
+    for _ in range(3):
+        w = torch.from_numpy(rng.normal(0, 1, (1, 1, 256, 256)).astype(np.float32))
+        n = correlate(w, torch.tensor([0.6]))[0].numpy()
+        planes.append((clean + n * std).astype(np.float32))
+    var_mid = gain * 0.4 + offset
+    g, o = correlated_noise_model(planes, 0.6)
+    assert abs(g * 0.4 + o - var_mid) < 0.25 * var_mid, (g, o)
+    g, o = stack_noise_model(planes)
+    assert g * 0.4 + o < 0.3 * var_mid  # the high-pass estimate sees little of it
+
+
+def test_mc_sure_with_correlated_noise_estimates_the_error():
+    clean = (_scene((256, 256)) / 200.0).astype(np.float32)[None]
+    w = torch.from_numpy(np.random.default_rng(5).normal(0, 1, (1, 1, 256, 256)))
+    n = 0.05 * correlate(w.float(), torch.tensor([0.6]))[0].numpy()
+    noisy = (clean + n).astype(np.float32)
+    for width in (0.7, 2.0):
+
+        def blur(x, width=width):
+            return ndimage.gaussian_filter(x, (0, width, width)).astype(np.float32)
+
+        true = float(np.mean((blur(noisy) - clean) ** 2))
+        g = torch.Generator().manual_seed(0)
+        est = mc_sure(blur, noisy, (0.0, 0.05**2), g, correlation=0.6)
+        assert abs(est - true) < 0.25 * true, (width, est, true)
+        white = mc_sure(blur, noisy, (0.0, 0.05**2), torch.Generator().manual_seed(0))
+        assert abs(white - true) > abs(est - true)  # SURE for white noise misjudges it
+
+
 def test_mc_sure_estimates_the_error_against_the_unseen_clean_image():
     clean = (_scene((256, 256)) / 200.0).astype(np.float32)[None]
     noisy = (clean + np.random.default_rng(3).normal(0, 0.05, clean.shape)).astype(np.float32)
@@ -215,25 +270,33 @@ def test_recorrupted_is_the_default_and_records_its_noise_model(rng):
     assert model.card["metrics"]["validation_metric"] == "val_sure_mse"
 
 
-def test_correlated_noise_switches_the_default_loss_to_a_structured_blind_spot(rng):
+def test_correlated_noise_recorrupts_with_the_measured_correlation(rng):
+    white = finetune(
+        load_model("fluo-mse-fast"), _noisy_stack(rng), mode="self-supervised", save=False, **SMALL
+    )
+    assert "correlation" not in white.card["finetune"]["data"]["self_supervised"]
     model = finetune(
         load_model("fluo-mse-fast"),
-        _noisy_stack(rng, correlated=True),
+        _noisy_stack(rng, correlated=True),  # a 3x3 box: neighbour correlation 0.67
         mode="self-supervised",
         save=False,
         **SMALL,
     )
-    ss = model.card["finetune"]["data"]["self_supervised"]
-    assert ss["loss"] == "blind-spot" and ss["structured"] is True
-    assert model.card["finetune"]["lr"] == SS_LR["blind-spot"]
+    ft = model.card["finetune"]
+    ss = ft["data"]["self_supervised"]
+    assert ft["data"]["noise_check"]["correlated"]
+    assert ss["loss"] == "recorrupted" and 0.4 <= ss["correlation"] <= 0.7
+    assert ft["lr"] == SS_LR["recorrupted"] and ft["lr_schedule"] == "cosine"
+    assert model.card["metrics"]["validation_metric"] == "val_sure_mse"
 
 
-def test_the_default_length_follows_the_loss_the_noise_check_picked(rng):
+def test_the_default_length_follows_the_loss(rng):
     progress = []
     model = finetune(
         load_model("fluo-mse-fast"),
         _noisy_stack(rng, correlated=True),
         mode="self-supervised",
+        ss_loss="blind-spot",
         save=False,
         progress=progress.append,
         time_budget=1.0,  # the length is what is checked, not the run
@@ -379,16 +442,17 @@ def test_cli_self_supervised_writes_only_an_improved_model(tiny_gray, rng, tmp_p
         assert "nothing saved" in err
 
 
-def test_cli_default_length_follows_the_loss_the_noise_check_picked(rng, tmp_path, capsys):
+def test_cli_default_length_follows_the_loss(rng, tmp_path, capsys):
     """Without --iterations the CLI runs as long as the API does: the blind-spot loss's
-    length when the noise check switches to it (not the recorrupted loss's 300)."""
+    length (not the recorrupted loss's 300)."""
     import tifffile
 
     from napari_wgan_denoise.cli import main
 
     tifffile.imwrite(tmp_path / "noisy.tif", _noisy_stack(rng, correlated=True))
     argv = ["finetune", "--model", "fluo-mse-fast", "--noisy", str(tmp_path / "noisy.tif")]
-    argv += ["--mode", "self-supervised", "--time-budget", "1", "--batch-size", "2"]
+    argv += ["--mode", "self-supervised", "--ss-loss", "blind-spot", "--time-budget", "1"]
+    argv += ["--batch-size", "2"]
     argv += ["--patch-size", "32", "-o", str(tmp_path / "ft")]
     rc = main(argv)
     err = capsys.readouterr().err

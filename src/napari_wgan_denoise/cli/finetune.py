@@ -19,7 +19,8 @@ FINETUNE_DESCRIPTION = """
 Adapt a model to your data: paired (noisy + clean), two-stage (seed 002, noisy only),
 n2n (repeated frames) or self-supervised (noisy only: recorrupted pairs at the stack's own
 measured noise level by default, or Neighbor2Neighbor or blind-spot loss). A noise check
-runs first; correlated noise switches the default to a structured blind-spot loss.
+runs first; for correlated noise the recorrupted pairs take its measured correlation (and
+the blind-spot loss a structured mask).
 """
 
 
@@ -57,8 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="training iterations (per stage); default: the mode's (500; self-supervised and "
-        "two-stage 300; self-supervised with --ss-loss neighbor2neighbor or blind-spot, or "
-        "when the noise check switches it to the blind-spot loss, 1000)",
+        "two-stage 300; self-supervised with --ss-loss neighbor2neighbor or blind-spot, 1000)",
     )
     p.add_argument("--time-budget", type=float, help="stop after this many seconds")
     p.add_argument("--patch-size", type=int, help="default: the mode's (chosen for speed)")

@@ -49,8 +49,8 @@ FINETUNE_MODES: tuple[tuple[str, str, str], ...] = (
         "self-supervised (noisy only)",
         "Only noisy images, no pairs or repeats, starting from the base model: fresh noise "
         "at the stack's own measured level makes Noise2Noise-like pairs (Recorrupted-to-"
-        "Recorrupted). A noise check runs first; correlated noise switches to a "
-        "structured blind-spot loss. A reference layer adds a critic.",
+        "Recorrupted). A noise check runs first; for correlated noise the fresh noise "
+        "takes its measured correlation. A reference layer adds a critic.",
     ),
 )
 

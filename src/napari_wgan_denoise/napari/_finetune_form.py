@@ -49,9 +49,9 @@ SS_LOSS_CHOICES: tuple[tuple[str, str | None], ...] = (
 )
 SS_LOSS_TIP = (
     "Self-supervised mode (and two-stage's surrogate targets): automatic is recorrupted "
-    "pairs at the stack's measured noise level, or a structured blind-spot loss when the "
-    "noise check finds correlated noise. Neighbor2Neighbor and blind-spot peak later "
-    "(about 1000 iterations)."
+    "pairs at the stack's measured noise level, with its measured neighbour correlation "
+    "when the noise check finds correlated noise. Neighbor2Neighbor and blind-spot peak "
+    "later (about 1000 iterations); blind-spot takes a structured mask for correlated noise."
 )
 
 #: Default length of a run: the iterations and the time limit (minutes; <= 3 minutes on

@@ -88,9 +88,10 @@ def finetune(
       adversarial term (needs references).
     - ``"self-supervised"``: only ``noisy``, no pairs or repeats: ``ss_loss``
       ``"recorrupted"`` (default: Recorrupted-to-Recorrupted pairs at the stack's own
-      noise level, measured by :func:`stack_noise_model`), ``"neighbor2neighbor"`` or
+      noise level, measured by :func:`stack_noise_model`, and with its neighbour
+      correlation when the noise check finds correlated noise), ``"neighbor2neighbor"`` or
       ``"blind-spot"`` (N2V2-style; a structured mask when the noise check finds
-      correlated noise, which also makes it the default then), from the base model;
+      correlated noise), from the base model;
       optional adversarial term (``adversarial_weight``, references). Validation: the
       same loss on the held-out planes / rows with fixed masks / noise
       (``val_ss_loss``).

@@ -16,7 +16,9 @@ Three losses, each computed per batch from the noisy patch itself (the default, 
   with the stack's own per-pixel variance (:func:`.noise.stack_noise_model`) makes
   a pair ``y + alpha z`` (input) and ``y - z / alpha`` (target) whose noises are
   independent, so the loss is Noise2Noise's at full resolution, with no masked pixels and
-  no half-size images.
+  no half-size images. The pair's noises are independent for any noise covariance that
+  ``z`` shares: where the noise check finds spatially correlated noise, ``z`` is drawn
+  with its neighbour correlation (:func:`.noise.correlated_noise_model`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...data.noise import MAX_CORRELATION, correlate
 from .data import ArraySource, Session
-from .noise import stack_noise_model
+from .noise import correlated_noise_model, stack_noise_model
 
 #: The self-supervised losses by name.
 SS_LOSSES = ("neighbor2neighbor", "blind-spot", "recorrupted")
@@ -44,14 +47,19 @@ GRID, STRUCT_GRID = 4, 6
 R2R_ALPHA = 1.0
 
 #: The self-supervised loss by default (measured in docs/benchmarks.md §8), and the one
-#: used when the noise check finds correlated noise and the loss was left to it (the
-#: others assume pixel-independent noise).
+#: used when the noise check finds correlated noise and the loss was left to it: the
+#: recorrupted loss then draws its noise with the measured correlation (benchmarks.md §8:
+#: +5.6 dB where the structured blind-spot gained +4.0; Neighbor2Neighbor and the plain
+#: blind-spot assume pixel-independent noise).
 DEFAULT_SS_LOSS = "recorrupted"
-CORRELATED_SS_LOSS = "blind-spot"
+CORRELATED_SS_LOSS = "recorrupted"
 #: Learning rate and default length by loss (benchmarks.md §8): recorrupted targets carry
 #: twice the stack's noise and need a 10x smaller step; they peak at ~300 iterations.
 SS_LR = {"recorrupted": 3e-5, "neighbor2neighbor": 3e-4, "blind-spot": 3e-4}
 SS_ITERATIONS = {"recorrupted": 300, "neighbor2neighbor": 1000, "blind-spot": 1000}
+#: Where the recorrupted loss's cosine decay ends (benchmarks.md §8: +0.04 dB over a
+#: constant lr on held-out FMD, three seeds).
+SS_LR_FINAL = 1e-6
 
 #: A noise model on the network scale: ``(gain, offset)`` of ``var = gain * mean + offset``.
 NoiseModel = tuple[float, float]
@@ -192,12 +200,32 @@ def noise_std(noisy: torch.Tensor, noise: NoiseModel) -> torch.Tensor:
     return (gain * mean + offset).clamp_min(max(1e-3 * abs(offset), 1e-10)).sqrt()
 
 
+def correlated_probe(
+    shape: tuple[int, ...], rng: torch.Generator, correlation: float
+) -> torch.Tensor:
+    """Unit-variance Gaussian noise of ``shape`` ``(B, C, H, W)`` whose neighbours correlate by
+    ``correlation`` (0: white), drawn as the training data's correlated noise is."""
+    z = torch.randn(shape, generator=rng)
+    if correlation > 0:
+        b, c, h, w = shape
+        rho = torch.full((b * c,), float(correlation))
+        z = correlate(z.reshape(b * c, 1, h, w), rho).reshape(shape)
+    return z
+
+
 def recorrupt(
-    noisy: torch.Tensor, noise: NoiseModel, rng: torch.Generator, alpha: float = R2R_ALPHA
+    noisy: torch.Tensor,
+    noise: NoiseModel,
+    rng: torch.Generator,
+    alpha: float = R2R_ALPHA,
+    correlation: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input, target)``: R2R's pair ``y + alpha z``, ``y - z / alpha`` with ``z`` drawn
-    at the noise model's per-pixel variance."""
-    z = torch.randn(noisy.shape, generator=rng).to(noisy.device) * noise_std(noisy, noise)
+    at the noise model's per-pixel variance and, for spatially correlated noise, with its
+    neighbour ``correlation`` (R2R holds for any known covariance: the two noises are then
+    still independent)."""
+    z = correlated_probe(tuple(noisy.shape), rng, correlation).to(noisy.device)
+    z = z * noise_std(noisy, noise)
     return noisy + alpha * z, noisy - z / alpha
 
 
@@ -207,10 +235,11 @@ def recorrupted_loss(
     rng: torch.Generator,
     autocast: Autocast,
     noise: NoiseModel,
+    correlation: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(estimate, loss)``: the R2R loss, the mean squared error of ``G(y + alpha z)``
     against ``y - z / alpha``."""
-    source, target = recorrupt(noisy, noise, rng)
+    source, target = recorrupt(noisy, noise, rng, correlation=correlation)
     with autocast():
         estimate = generator(source).float()
     return estimate, ((estimate - target) ** 2).mean()
@@ -226,12 +255,14 @@ class SelfSupervisedSource(ArraySource):
         structured: bool,
         seed: int,
         noise: NoiseModel | None = None,
+        correlation: float = 0.0,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         if ss_loss == "recorrupted" and noise is None:
             raise ValueError("The recorrupted loss needs the noise model (gain, offset).")
         self.ss_loss, self.structured, self.noise = ss_loss, structured, noise
+        self.correlation = float(correlation)
         self.rng = torch.Generator().manual_seed(seed + 1)
 
     def objective(
@@ -246,7 +277,9 @@ class SelfSupervisedSource(ArraySource):
             return blind_spot_loss(generator, noisy, self.rng, autocast, self.structured)
         if self.ss_loss == "recorrupted":
             assert self.noise is not None
-            return recorrupted_loss(generator, noisy, self.rng, autocast, self.noise)
+            return recorrupted_loss(
+                generator, noisy, self.rng, autocast, self.noise, self.correlation
+            )
         return neighbor2neighbor_loss(generator, noisy, self.rng, autocast)
 
 
@@ -255,28 +288,38 @@ def mc_sure(
     noisy: np.ndarray,
     noise: NoiseModel,
     rng: torch.Generator,
+    correlation: float = 0.0,
 ) -> float:
     """Monte-Carlo SURE (Ramani et al. 2008): an unbiased estimate, from the noisy image
     alone, of the mean squared error of ``run(noisy)`` against the unknown clean image,
-    for pixel-independent Gaussian noise of the model's per-pixel variance. ``run`` maps a
-    ``(C, H, W)`` float32 image to one of the same shape (in fp32: the estimate takes a
-    finite difference)."""
+    for Gaussian noise of the model's per-pixel variance, pixel-independent or with a
+    neighbour ``correlation`` (then the divergence term is ``tr(Sigma J)``, the probe
+    weighted by the noise covariance). ``run`` maps a ``(C, H, W)`` float32 image to one of
+    the same shape (in fp32: the estimate takes a finite difference)."""
     y = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))[None]
-    var = (noise_std(y, noise) ** 2)[0].numpy()
+    std = noise_std(y, noise)
+    var = (std**2)[0].numpy()
     eps = 1e-3 * max(float(np.abs(noisy).max()), 1e-6)
     probe = torch.randn(y.shape[1:], generator=rng).numpy()
     out = run(noisy)
     shifted = run(np.ascontiguousarray(noisy + eps * probe, dtype=np.float32))
-    divergence = var * probe * (shifted - out) / eps
+    if correlation > 0:  # Sigma u = D K K^T D u, K the (symmetric) correlating blur
+        c = y.shape[1]
+        rho = torch.full((c,), float(correlation))
+        u = (std[0] * torch.from_numpy(probe))[:, None]
+        weighted = (std[0] * correlate(correlate(u, rho), rho)[:, 0]).numpy()
+    else:
+        weighted = var * probe
+    divergence = weighted * (shifted - out) / eps
     return float(np.mean((out - noisy) ** 2) - np.mean(var) + 2 * np.mean(divergence))
 
 
-def sure_validation(session: Session, noise: NoiseModel) -> float:
+def sure_validation(session: Session, noise: NoiseModel, correlation: float = 0.0) -> float:
     """The mean Monte-Carlo SURE estimate of the model's MSE on the held-out crops (probes
     fixed by a seed, so that values from different iterations compare)."""
     rng = torch.Generator().manual_seed(1234)
     crops = [np.ascontiguousarray(session.crop_val(session.inputs[i])) for i in session.val]
-    return float(np.mean([mc_sure(session.run_network, y, noise, rng) for y in crops]))
+    return float(np.mean([mc_sure(session.run_network, y, noise, rng, correlation) for y in crops]))
 
 
 def resolve_loss(
@@ -291,9 +334,22 @@ def resolve_loss(
     return loss, correlated if structured is None else bool(structured)
 
 
-def session_noise_model(session: Session) -> NoiseModel:
-    """The stack's noise model ``(gain, offset)``, measured on its training planes."""
-    return stack_noise_model([session.train_view(session.inputs[i]) for i in session.train])
+def check_correlation(report: dict[str, Any] | None) -> float:
+    """The neighbour correlation to recorrupt with: the noise check's (mean of rows and
+    columns, at most 0.7) when it flagged the noise as correlated, else 0."""
+    if not report or not report.get("correlated"):
+        return 0.0
+    rows, cols = report["correlation_rows"], report["correlation_cols"]
+    return float(np.clip((rows + cols) / 2, 0.0, MAX_CORRELATION))
+
+
+def session_noise_model(session: Session, correlation: float = 0.0) -> NoiseModel:
+    """The stack's noise model ``(gain, offset)``, measured on its training planes (for
+    noise of a neighbour ``correlation`` above 0, with the estimate made for it)."""
+    planes = [session.train_view(session.inputs[i]) for i in session.train]
+    if correlation > 0:
+        return correlated_noise_model(planes, correlation)
+    return stack_noise_model(planes)
 
 
 def validation_loss(session: Session, ss_loss: str, structured: bool) -> float:
@@ -334,7 +390,13 @@ def self_supervised_surrogates(session: Session, config: Any) -> list[np.ndarray
     ss_loss, structured = resolve_loss(
         config.ss_loss, config.structured, session.description.get("noise_check")
     )
-    session.description["self_supervised"] = {"loss": ss_loss, "structured": structured}
+    recorrupted = ss_loss == "recorrupted"
+    correlation = check_correlation(session.description.get("noise_check")) if recorrupted else 0.0
+    session.description["self_supervised"] = {
+        "loss": ss_loss,
+        "structured": structured,
+        **({"correlation": round(correlation, 3)} if correlation else {}),
+    }
     inputs = [session.train_view(session.inputs[i]) for i in session.train]
     source = SelfSupervisedSource(
         inputs,
@@ -345,7 +407,8 @@ def self_supervised_surrogates(session: Session, config: Any) -> list[np.ndarray
         ss_loss=ss_loss,
         structured=structured,
         seed=config.seed,
-        noise=session_noise_model(session) if ss_loss == "recorrupted" else None,
+        noise=session_noise_model(session, correlation) if recorrupted else None,
+        correlation=correlation,
     )
     # the self-supervised mode's sizes, unless the run's were given
     patch = int(min(config.patch_size or 64, session.height, session.width) // 4 * 4)

@@ -21,7 +21,9 @@ from .selfsupervised import (
     DEFAULT_SS_LOSS,
     SS_ITERATIONS,
     SS_LR,
+    SS_LR_FINAL,
     SelfSupervisedSource,
+    check_correlation,
     resolve_loss,
     self_supervised_surrogates,
     session_noise_model,
@@ -45,12 +47,14 @@ SURROGATES = ("base", "ensemble", "self-supervised")
 @dataclass(frozen=True)
 class LossSettings:
     """The generator loss of a mode: ``"wgan"`` (MSE + critic) or ``"mse"``, how the MSE
-    is reduced (``"sum"`` per patch or ``"mean"``), the adversarial weight and the lr."""
+    is reduced (``"sum"`` per patch or ``"mean"``), the adversarial weight and the lr
+    (constant, or with ``lr_final`` a cosine decay to it over the run)."""
 
     loss: str
     reduction: str
     alpha: float
     lr: float
+    lr_final: float | None = None
 
 
 class Strategy:
@@ -301,6 +305,9 @@ class SelfSupervised(Strategy):
             config.iterations = SS_ITERATIONS[self.ss_loss]
         super().__init__(config)
         self.noise: tuple[float, float] | None = None
+        #: The neighbour correlation the recorrupted loss draws its noise with (the noise
+        #: check's reading when it flagged the stack, else 0).
+        self.correlation = 0.0
 
     def prepare(self, session: Session) -> None:
         """The loss and mask for the noise check's finding (correlated noise: a
@@ -313,11 +320,13 @@ class SelfSupervised(Strategy):
         if self.default_length:
             self.config.iterations = SS_ITERATIONS[self.ss_loss]
         if self.ss_loss == "recorrupted":
-            self.noise = session_noise_model(session)
+            self.correlation = check_correlation(report)
+            self.noise = session_noise_model(session, self.correlation)
         session.description["self_supervised"] = {
             "loss": self.ss_loss,
             "structured": self.structured if self.ss_loss == "blind-spot" else None,
             "noise_model": list(self.noise) if self.noise else None,
+            **({"correlation": round(self.correlation, 3)} if self.correlation else {}),
         }
 
     def uses_critic(self) -> bool:
@@ -326,10 +335,12 @@ class SelfSupervised(Strategy):
 
     def loss(self) -> LossSettings:
         """Per-pixel mean of the self-supervised loss, plus the critic when weighted; the
-        loss's learning rate (:data:`SS_LR`, measured on held-out FMD)."""
+        loss's learning rate (:data:`SS_LR`, measured on held-out FMD), decayed on a
+        cosine to :data:`SS_LR_FINAL` for the recorrupted loss."""
         alpha = self.config.adversarial_weight or 0.0
         lr = self.config.lr or SS_LR[self.ss_loss]
-        return LossSettings("wgan" if alpha > 0 else "mse", "mean", alpha, lr)
+        final = min(lr, SS_LR_FINAL) if self.ss_loss == "recorrupted" else None
+        return LossSettings("wgan" if alpha > 0 else "mse", "mean", alpha, lr, final)
 
     def targets(self, session: Session) -> list[np.ndarray] | None:
         """No targets: the loss is made from the noisy patches."""
@@ -349,6 +360,7 @@ class SelfSupervised(Strategy):
             structured=self.structured,
             seed=self.config.seed,
             noise=self.noise,
+            correlation=self.correlation,
         )
 
     def validate(self, session: Session, targets: list[np.ndarray] | None) -> tuple[str, float]:
@@ -359,7 +371,7 @@ class SelfSupervised(Strategy):
         if session.targets is not None:
             return super().validate(session, targets)
         if self.noise is not None:
-            return "val_sure_mse", sure_validation(session, self.noise)
+            return "val_sure_mse", sure_validation(session, self.noise, self.correlation)
         return "val_ss_loss", validation_loss(session, self.ss_loss, self.structured)
 
 
