@@ -281,13 +281,11 @@ def test_manifest_has_the_finetune_widget(make_napari_viewer):
     assert FINETUNE in names
 
 
-def test_length_left_at_the_default_follows_the_loss_the_noise_check_picks(
-    make_napari_viewer, qtbot, rng
-):
+def test_length_left_at_the_default_is_the_runs_own(make_napari_viewer, qtbot, rng):
     """The iterations box left at the mode's default hands the length to the run, as the
-    CLI and the API do: on correlated noise the check switches to the blind-spot loss and
-    the run takes that loss's length, not the recorrupted loss's 300. A length the user
-    typed is kept as typed."""
+    CLI and the API do (the run takes the length of the loss it ends up with: on
+    correlated noise, recorrupted pairs at the measured correlation, 300). A length the
+    user typed is kept as typed."""
     from scipy import ndimage
 
     from napari_wgan_denoise.training.finetune.selfsupervised import SS_ITERATIONS
@@ -319,7 +317,7 @@ def test_length_left_at_the_default_follows_the_loss_the_noise_check_picks(
     widget._on_mode_changed()  # the box is at the mode's default again
     widget.preview_every.setValue(0)  # no preview: quicker
     widget.time_limit.setValue(0.05)  # 3 s
-    widget.save_as.setText("follows-the-check")
+    widget.save_as.setText("the-runs-own")
     totals = []
     with qtbot.waitSignal(widget.run_finished, timeout=TIMEOUT_MS) as blocker:
         widget.run().yielded.connect(
@@ -327,6 +325,6 @@ def test_length_left_at_the_default_follows_the_loss_the_noise_check_picks(
         )
     assert blocker.args[0] == "done"
     assert "correlated" in widget.noise_message.lower()
-    assert totals and set(totals) == {SS_ITERATIONS["blind-spot"]}
-    assert widget.plot.total == SS_ITERATIONS["blind-spot"]
-    assert f"/ {SS_ITERATIONS['blind-spot']}" in widget.progress_label.text()
+    assert totals and set(totals) == {SS_ITERATIONS["recorrupted"]}
+    assert widget.plot.total == SS_ITERATIONS["recorrupted"]
+    assert f"/ {SS_ITERATIONS['recorrupted']}" in widget.progress_label.text()
