@@ -394,7 +394,7 @@ def self_supervised_surrogates(session: Session, config: Any) -> list[np.ndarray
     correlation = check_correlation(session.description.get("noise_check")) if recorrupted else 0.0
     session.description["self_supervised"] = {
         "loss": ss_loss,
-        "structured": structured,
+        "structured": structured if ss_loss == "blind-spot" else None,
         **({"correlation": round(correlation, 3)} if correlation else {}),
     }
     inputs = [session.train_view(session.inputs[i]) for i in session.train]
