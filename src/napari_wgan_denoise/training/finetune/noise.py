@@ -343,7 +343,7 @@ def correlated_noise_model(
     neighbours correlate by ``correlation``, measured on the noisy ``planes`` alone. The
     high-pass estimate of :func:`stack_noise_model` sees little of such noise (at 0.6,
     about 6 % of its variance, and that share swings with the correlation); the pixel
-    minus its 5 x 5 mean keeps most of it (72 %), and that share, computed for the
+    minus its 5 x 5 mean keeps most of it (70 %), and that share, computed for the
     correlation, is divided out. Robust spread per bin (the median absolute deviation), so
     that edges count less."""
     import torch
