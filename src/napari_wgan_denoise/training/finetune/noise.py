@@ -254,10 +254,14 @@ def _flat_block_correlation(
     return float(np.median(rows)), float(np.median(cols))
 
 
-def _variance_fit(outs: list[np.ndarray], res: list[np.ndarray]) -> tuple[float, float, bool]:
-    """``(gain, offset, signal_dependent)``: the residuals' variance against the base's
-    output in 16 quantile bins, fitted by a line; signal-dependent when the fitted variance
-    grows by more than half over the signal range."""
+def _variance_fit(
+    outs: list[np.ndarray],
+    res: list[np.ndarray],
+    spread: Callable[[np.ndarray], float] = np.var,
+) -> tuple[float, float, bool]:
+    """``(gain, offset, signal_dependent)``: the residuals' variance (``spread`` of each
+    bin) against the base's output in 16 quantile bins, fitted by a line; signal-dependent
+    when the fitted variance grows by more than half over the signal range."""
     means = np.concatenate([o.ravel() for o in outs])
     resid = np.concatenate([r.ravel() for r in res])
     edges = np.unique(np.quantile(means, np.linspace(0, 1, 17)))
@@ -267,7 +271,7 @@ def _variance_fit(outs: list[np.ndarray], res: list[np.ndarray]) -> tuple[float,
         sel = idx == k
         if sel.sum() > 50:
             mu.append(float(means[sel].mean()))
-            var.append(float(resid[sel].var()))
+            var.append(float(spread(resid[sel])))
     if len(mu) >= 2:
         gain, offset = (float(v) for v in np.polyfit(mu, var, 1))
     else:
@@ -292,33 +296,48 @@ def stack_noise_model(planes: list[np.ndarray], *, max_planes: int = 4) -> tuple
     import torch
     import torch.nn.functional as F
 
-    if not planes:
-        raise ValueError("The noise model needs at least one plane.")
-    picks = np.unique(np.linspace(0, len(planes) - 1, min(max_planes, len(planes))).astype(int))
     kernel = torch.from_numpy(_HIGH_PASS)[None, None]
     means, highs = [], []
-    for i in picks:
-        y = torch.from_numpy(np.ascontiguousarray(_crop(np.asarray(planes[i], np.float32))))
-        y = y.reshape(-1, 1, *y.shape[-2:])
+    for y in _picked_crops(planes, max_planes):
         highs.append(F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), kernel).numpy().ravel())
-        pad = F.pad(y, (2, 2, 2, 2), mode="reflect")
-        means.append(F.avg_pool2d(pad, 5, stride=1).numpy().ravel())
+        means.append(_local_mean(y).numpy().ravel())
     gain, offset, _ = _variance_fit([np.concatenate(means)], [np.concatenate(highs)])
     return gain, offset
 
 
-#: Edge of the local mean that the correlated-noise estimate subtracts: wide enough that
-#: noise correlated over a pixel or two stays mostly in the difference.
+def _picked_crops(planes: list[np.ndarray], max_planes: int) -> list[Any]:
+    """Up to ``max_planes`` of the ``(C, H, W)`` planes, spread over the stack, each
+    cropped to ``CHECK_CROP`` pixels, as ``(C, 1, H, W)`` float32 tensors."""
+    import torch
+
+    if not planes:
+        raise ValueError("The noise model needs at least one plane.")
+    picks = np.unique(np.linspace(0, len(planes) - 1, min(max_planes, len(planes))).astype(int))
+    crops = []
+    for i in picks:
+        y = torch.from_numpy(np.ascontiguousarray(_crop(np.asarray(planes[i], np.float32))))
+        crops.append(y.reshape(-1, 1, *y.shape[-2:]))
+    return crops
+
+
+#: Edge of the local mean that the noise models measure against (the correlated-noise
+#: estimate subtracts it: wide enough that noise correlated over a pixel or two stays
+#: mostly in the difference).
 _LOCAL = 5
 
 
-def _local_residual(y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(local mean, pixel minus local mean)`` of a ``(N, 1, H, W)`` tensor, flattened."""
+def _local_mean(y: Any) -> Any:
+    """The ``_LOCAL`` x ``_LOCAL`` mean of a ``(N, 1, H, W)`` tensor (edges reflected)."""
     import torch.nn.functional as F
 
     pad = _LOCAL // 2
-    mean = F.avg_pool2d(F.pad(y, (pad,) * 4, mode="reflect"), _LOCAL, stride=1)
-    return mean.numpy().ravel(), (y - mean).numpy().ravel()
+    return F.avg_pool2d(F.pad(y, (pad,) * 4, mode="reflect"), _LOCAL, stride=1)
+
+
+def _robust_var(x: np.ndarray) -> float:
+    """The variance read from the median absolute deviation (as for Gaussian noise), so
+    that the few large values at edges count less."""
+    return float((1.4826 * np.median(np.abs(x - np.median(x)))) ** 2)
 
 
 @functools.lru_cache(maxsize=32)
@@ -333,7 +352,7 @@ def _local_residual_share(correlation: float) -> float:
     w = torch.randn((1, 1, 512, 512), generator=torch.Generator().manual_seed(0))
     n = correlate(w, torch.tensor([float(correlation)]))
     n = n / n.std()
-    return float(_local_residual(n)[1].var())
+    return float((n - _local_mean(n)).numpy().var())
 
 
 def correlated_noise_model(
@@ -346,29 +365,11 @@ def correlated_noise_model(
     minus its 5 x 5 mean keeps most of it (70 %), and that share, computed for the
     correlation, is divided out. Robust spread per bin (the median absolute deviation), so
     that edges count less."""
-    import torch
-
-    if not planes:
-        raise ValueError("The noise model needs at least one plane.")
-    picks = np.unique(np.linspace(0, len(planes) - 1, min(max_planes, len(planes))).astype(int))
     means, resid = [], []
-    for i in picks:
-        y = torch.from_numpy(np.ascontiguousarray(_crop(np.asarray(planes[i], np.float32))))
-        m, r = _local_residual(y.reshape(-1, 1, *y.shape[-2:]))
-        means.append(m)
-        resid.append(r)
-    mean, res = np.concatenate(means), np.concatenate(resid)
-    edges = np.unique(np.quantile(mean, np.linspace(0, 1, 17)))
-    idx = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, max(len(edges) - 2, 0))
-    mu, var = [], []
-    for k in range(max(len(edges) - 1, 1)):
-        sel = res[idx == k]
-        if sel.size > 50:
-            mu.append(float(mean[idx == k].mean()))
-            var.append(float((1.4826 * np.median(np.abs(sel - np.median(sel)))) ** 2))
+    for y in _picked_crops(planes, max_planes):
+        m = _local_mean(y)
+        means.append(m.numpy().ravel())
+        resid.append((y - m).numpy().ravel())
+    gain, offset, _ = _variance_fit(means, resid, spread=_robust_var)
     share = _local_residual_share(float(np.clip(correlation, 0.0, 0.7)))
-    if len(mu) >= 2:
-        gain, offset = (float(v) / share for v in np.polyfit(mu, var, 1))
-    else:
-        gain, offset = 0.0, float(np.var(res)) / share
-    return gain, offset
+    return gain / share, offset / share
