@@ -369,14 +369,10 @@ class Trainer:
                 if not self.best or metrics["val_psnr"] > self.best["val_psnr"]:
                     self.best = {"iteration": self.iteration, **metrics}
                 self.best.setdefault("val_input_psnr", metrics["val_input_psnr"])
-                self.curve.append(
-                    {
-                        "iteration": self.iteration,
-                        "val_psnr": round(metrics["val_psnr"], 4),
-                        "cpu_time_s": round(time.process_time() - cpu_start, 1),
-                        "wall_time_s": round(time.perf_counter() - start, 1),
-                        "loss": cfg.loss,
-                    }
+                self._add_to_curve(
+                    metrics["val_psnr"],
+                    time.process_time() - cpu_start,
+                    time.perf_counter() - start,
                 )
             st.elapsed = time.perf_counter() - start
             st.cpu_time = time.process_time() - cpu_start
@@ -400,14 +396,18 @@ class Trainer:
         differs from its predecessor's then shows where it starts, not a step that looks
         like a gain or a loss."""
         metrics = validate(self.generator, pairs, self.device)
+        self._add_to_curve(metrics["val_psnr"], 0.0, 0.0, initial=True)
+
+    def _add_to_curve(self, val_psnr: float, cpu_s: float, wall_s: float, **extra: Any) -> None:
+        """Record a validation at the current iteration in the learning curve."""
         self.curve.append(
             {
-                "iteration": 0,
-                "val_psnr": round(metrics["val_psnr"], 4),
-                "cpu_time_s": 0.0,
-                "wall_time_s": 0.0,
+                "iteration": self.iteration,
+                "val_psnr": round(val_psnr, 4),
+                "cpu_time_s": round(cpu_s, 1),
+                "wall_time_s": round(wall_s, 1),
                 "loss": self.config.loss,
-                "initial": True,
+                **extra,
             }
         )
 
