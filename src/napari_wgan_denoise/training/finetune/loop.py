@@ -152,7 +152,7 @@ def run_finetune(
     if config.noise_check and strategy.checks_noise:
         report = noise_check(s.inputs, s.run_network)
         s.description["noise_check"] = report.as_dict()
-    strategy.prepare(s)  # may set the length (self-supervised: the loss the check picked)
+    strategy.prepare(s)  # sees the noise report (self-supervised: the mask, the noise model)
     total_it = max(1, int(config.iterations)) * max(1, int(config.stages))
     if progress is not None and report is not None:
         progress(

@@ -46,13 +46,11 @@ GRID, STRUCT_GRID = 4, 6
 #: paper's 0.5 on held-out FMD (benchmarks.md §8).
 R2R_ALPHA = 1.0
 
-#: The self-supervised loss by default (measured in docs/benchmarks.md §8), and the one
-#: used when the noise check finds correlated noise and the loss was left to it: the
-#: recorrupted loss then draws its noise with the measured correlation (benchmarks.md §8:
-#: +5.6 dB where the structured blind-spot gained +4.0; Neighbor2Neighbor and the plain
-#: blind-spot assume pixel-independent noise).
+#: The self-supervised loss by default (measured in docs/benchmarks.md §8), also when the
+#: noise check finds correlated noise: it then draws its noise with the measured
+#: correlation (benchmarks.md §8: +5.6 dB where the structured blind-spot gained +4.0;
+#: Neighbor2Neighbor and the plain blind-spot assume pixel-independent noise).
 DEFAULT_SS_LOSS = "recorrupted"
-CORRELATED_SS_LOSS = "recorrupted"
 #: Learning rate and default length by loss (benchmarks.md §8): recorrupted targets carry
 #: twice the stack's noise and need a 10x smaller step; they peak at ~300 iterations.
 SS_LR = {"recorrupted": 3e-5, "neighbor2neighbor": 3e-4, "blind-spot": 3e-4}
@@ -325,10 +323,11 @@ def sure_validation(session: Session, noise: NoiseModel, correlation: float = 0.
 def resolve_loss(
     ss_loss: str | None, structured: bool | None, report: dict[str, Any] | None
 ) -> tuple[str, bool]:
-    """``(loss, structured mask)`` for a run: the asked ones, else from the noise check's
-    ``report`` (correlated noise: a structured blind-spot loss), else the defaults."""
+    """``(loss, structured mask)`` for a run: the asked loss, else the default; the asked
+    mask, else a structured one (for the blind-spot loss) when the noise check's
+    ``report`` found correlated noise."""
     correlated = bool(report and report["correlated"])
-    loss = ss_loss or (CORRELATED_SS_LOSS if correlated else DEFAULT_SS_LOSS)
+    loss = ss_loss or DEFAULT_SS_LOSS
     if loss not in SS_LOSSES:
         raise ValueError(f"ss_loss must be one of {', '.join(SS_LOSSES)}; got {loss!r}.")
     return loss, correlated if structured is None else bool(structured)
@@ -341,6 +340,11 @@ def check_correlation(report: dict[str, Any] | None) -> float:
         return 0.0
     rows, cols = report["correlation_rows"], report["correlation_cols"]
     return float(np.clip((rows + cols) / 2, 0.0, MAX_CORRELATION))
+
+
+def correlation_record(correlation: float) -> dict[str, Any]:
+    """What a card records of the correlation a run recorrupted with (nothing for white)."""
+    return {"correlation": round(correlation, 3)} if correlation else {}
 
 
 def session_noise_model(session: Session, correlation: float = 0.0) -> NoiseModel:
@@ -395,7 +399,7 @@ def self_supervised_surrogates(session: Session, config: Any) -> list[np.ndarray
     session.description["self_supervised"] = {
         "loss": ss_loss,
         "structured": structured if ss_loss == "blind-spot" else None,
-        **({"correlation": round(correlation, 3)} if correlation else {}),
+        **correlation_record(correlation),
     }
     inputs = [session.train_view(session.inputs[i]) for i in session.train]
     source = SelfSupervisedSource(

@@ -24,6 +24,7 @@ from .selfsupervised import (
     SS_LR_FINAL,
     SelfSupervisedSource,
     check_correlation,
+    correlation_record,
     resolve_loss,
     self_supervised_surrogates,
     session_noise_model,
@@ -297,11 +298,9 @@ class SelfSupervised(Strategy):
 
     def __init__(self, config: FinetuneConfig) -> None:
         # the length left to the loss (recorrupted peaks at ~300 iterations, the others at
-        # ~1000-1300 on held-out FMD: benchmarks.md §8), set again once the noise check
-        # has picked the loss
-        self.default_length = config.iterations is None
+        # ~1000-1300 on held-out FMD: benchmarks.md §8)
         self.ss_loss, self.structured = resolve_loss(config.ss_loss, config.structured, None)
-        if self.default_length:
+        if config.iterations is None:
             config.iterations = SS_ITERATIONS[self.ss_loss]
         super().__init__(config)
         self.noise: tuple[float, float] | None = None
@@ -310,15 +309,13 @@ class SelfSupervised(Strategy):
         self.correlation = 0.0
 
     def prepare(self, session: Session) -> None:
-        """The loss and mask for the noise check's finding (correlated noise: a
-        structured blind-spot loss, where they were left to it), and the stack's noise
-        model for the recorrupted loss."""
+        """The mask for the noise check's finding (correlated noise: a structured
+        blind-spot mask, where it was left to it), and for the recorrupted loss the
+        stack's noise model and the correlation to draw with."""
         report = session.description.get("noise_check")
         self.ss_loss, self.structured = resolve_loss(
             self.config.ss_loss, self.config.structured, report
         )
-        if self.default_length:
-            self.config.iterations = SS_ITERATIONS[self.ss_loss]
         if self.ss_loss == "recorrupted":
             self.correlation = check_correlation(report)
             self.noise = session_noise_model(session, self.correlation)
@@ -326,7 +323,7 @@ class SelfSupervised(Strategy):
             "loss": self.ss_loss,
             "structured": self.structured if self.ss_loss == "blind-spot" else None,
             "noise_model": list(self.noise) if self.noise else None,
-            **({"correlation": round(self.correlation, 3)} if self.correlation else {}),
+            **correlation_record(self.correlation),
         }
 
     def uses_critic(self) -> bool:
