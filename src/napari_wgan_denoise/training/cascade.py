@@ -21,6 +21,7 @@ from ..metrics import psnr
 from ..models.architectures import build_critic
 from ..models.model import DenoiseModel, create_model
 from .config import SettingsMixin
+from .llvm_clash import avoid_triton_llvm_clash
 from .losses import gradient_penalty
 
 STAGES = ("inpaint-mse", "inpaint-adv", "restore", "joint")
@@ -171,6 +172,7 @@ class CascadeTrainer:
             raise ValueError(f"Model {self.model.name} is not a cascade (restore) model.")
         self.net = self.model.network.to(self.device).train()
         self.critic = build_critic("cascade", 1, config.critic_config).to(self.device).train()
+        avoid_triton_llvm_clash()  # before the first optimizer (napari's OpenGL)
         self.opt_inpaint = torch.optim.RMSprop(self.net.inpaint.parameters(), lr=config.lr)
         self.opt_restore = torch.optim.RMSprop(self.net.restore.parameters(), lr=config.lr)
         self.opt_critic = torch.optim.RMSprop(self.critic.parameters(), lr=config.critic_lr)

@@ -27,6 +27,7 @@ from .config import (
     TrainState,
     learning_rate,
 )
+from .llvm_clash import avoid_triton_llvm_clash
 from .losses import critic_scores, gradient_penalty, patch_mse
 from .perceptual import PerceptualLoss
 
@@ -147,6 +148,7 @@ class Trainer:
                 layers=config.vgg_layers,
                 random_init=config.vgg_random_init,
             ).to(self.device)
+        avoid_triton_llvm_clash()  # before the first optimizer (napari's OpenGL)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = None
         if self.critic is not None:
