@@ -14,7 +14,11 @@ from napari_wgan_denoise import list_models, load_model
 from napari_wgan_denoise.data.noise import correlate
 from napari_wgan_denoise.training.finetune import finetune, noise_check
 from napari_wgan_denoise.training.finetune.data import Session, normalise
-from napari_wgan_denoise.training.finetune.noise import correlated_noise_model, stack_noise_model
+from napari_wgan_denoise.training.finetune.noise import (
+    correlated_noise_model,
+    stack_noise_curve,
+    stack_noise_model,
+)
 from napari_wgan_denoise.training.finetune.selfsupervised import (
     SS_ITERATIONS,
     SS_LR,
@@ -176,6 +180,31 @@ def test_stack_noise_model_measures_poisson_gaussian_noise_from_the_stack_alone(
     assert abs(g - gain) < 0.3 * gain
 
 
+def test_stack_noise_curve_follows_a_variance_that_is_not_a_line():
+    # a camera's noise near its offset: no signal-dependent part below 0.2 (the darkest
+    # 8-bit raw frames' clipping makes it so); the line through the bins misses that end,
+    # the curve follows it
+    rng = np.random.default_rng(6)
+    clean = _scene((256, 256)) / 255.0 * 0.6 + 0.05  # bins from 0.14 to 0.36
+
+    def true_var(x):
+        return 0.02 * np.maximum(x - 0.2, 0) + 2e-5
+
+    planes = [
+        (clean + rng.normal(0, 1, clean.shape) * np.sqrt(true_var(clean)))[None].astype(np.float32)
+        for _ in range(3)
+    ]
+    curve = stack_noise_curve(planes)
+    g, o = stack_noise_model(planes)
+    levels = np.array([0.15, 0.25, 0.3, 0.34])
+    got = curve.variance(torch.tensor(levels)).numpy()
+    want = true_var(levels)
+    assert np.all(np.abs(got - want) < 0.1 * want + 5e-6), (got, want)
+    assert g * 0.15 + o < 0  # the line: no noise at all where the stack has some
+    assert curve.variance(torch.tensor([-1.0, 5.0])).min() >= curve.floor  # extrapolated
+    assert curve.variance(torch.tensor([5.0])) > got[-1]  # the line's slope beyond the bins
+
+
 def test_recorrupted_pairs_have_independent_noise():
     g = torch.Generator().manual_seed(0)
     clean = torch.full((4, 1, 64, 64), 0.5)
@@ -264,8 +293,10 @@ def test_recorrupted_is_the_default_and_records_its_noise_model(rng):
     ft = model.card["finetune"]
     assert not ft["data"]["noise_check"]["correlated"]
     assert ft["data"]["self_supervised"]["loss"] == "recorrupted"
-    gain, offset = ft["data"]["self_supervised"]["noise_model"]
-    assert gain * 0.5 + offset > 0  # Gaussian noise of sigma 150 on a ~0..5000 scene
+    curve = ft["data"]["self_supervised"]["noise_model"]  # the variance bin by bin
+    assert len(curve["means"]) == len(curve["variances"]) >= 2
+    assert curve["means"] == sorted(curve["means"])
+    assert min(curve["variances"]) > 0  # Gaussian noise of sigma 150 on a ~0..5000 scene
     assert ft["lr"] == SS_LR["recorrupted"]
     assert model.card["metrics"]["validation_metric"] == "val_sure_mse"
 

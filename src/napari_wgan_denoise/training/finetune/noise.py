@@ -254,14 +254,13 @@ def _flat_block_correlation(
     return float(np.median(rows)), float(np.median(cols))
 
 
-def _variance_fit(
+def _binned_spread(
     outs: list[np.ndarray],
     res: list[np.ndarray],
     spread: Callable[[np.ndarray], float] = np.var,
-) -> tuple[float, float, bool]:
-    """``(gain, offset, signal_dependent)``: the residuals' variance (``spread`` of each
-    bin) against the base's output in 16 quantile bins, fitted by a line; signal-dependent
-    when the fitted variance grows by more than half over the signal range."""
+) -> tuple[list[float], list[float]]:
+    """``(means, spreads)`` of the residuals ``res`` (``spread`` of each bin) against the
+    signal ``outs`` in 16 quantile bins of the signal (bins of over 50 pixels)."""
     means = np.concatenate([o.ravel() for o in outs])
     resid = np.concatenate([r.ravel() for r in res])
     edges = np.unique(np.quantile(means, np.linspace(0, 1, 17)))
@@ -272,10 +271,27 @@ def _variance_fit(
         if sel.sum() > 50:
             mu.append(float(means[sel].mean()))
             var.append(float(spread(resid[sel])))
+    return mu, var
+
+
+def _line(mu: list[float], var: list[float], resid_var: float) -> tuple[float, float]:
+    """``(gain, offset)`` of the line through the bins (the variance alone without two)."""
     if len(mu) >= 2:
         gain, offset = (float(v) for v in np.polyfit(mu, var, 1))
-    else:
-        gain, offset = 0.0, float(resid.var())
+        return gain, offset
+    return 0.0, resid_var
+
+
+def _variance_fit(
+    outs: list[np.ndarray],
+    res: list[np.ndarray],
+    spread: Callable[[np.ndarray], float] = np.var,
+) -> tuple[float, float, bool]:
+    """``(gain, offset, signal_dependent)``: the residuals' variance (``spread`` of each
+    bin) against the base's output in 16 quantile bins, fitted by a line; signal-dependent
+    when the fitted variance grows by more than half over the signal range."""
+    mu, var = _binned_spread(outs, res, spread)
+    gain, offset = _line(mu, var, float(np.concatenate([r.ravel() for r in res]).var()))
     low, high = (min(mu), max(mu)) if mu else (0.0, 0.0)
     signal_dependent = bool(
         gain > 0 and gain * high + offset > 1.5 * max(gain * low + offset, 1e-12)
@@ -288,11 +304,11 @@ def _variance_fit(
 _HIGH_PASS = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32) / 6.0
 
 
-def stack_noise_model(planes: list[np.ndarray], *, max_planes: int = 4) -> tuple[float, float]:
-    """``(gain, offset)`` of ``var = gain * mean + offset`` (network scale), measured on
-    the noisy ``planes`` (``(C, H, W)``) alone: Immerkaer's high-pass filter against the
-    5x5 local mean, in 16 quantile bins (for pixel-independent noise; unlike the base's
-    residual, which a base that leaves noise in underestimates)."""
+def _high_pass_bins(
+    planes: list[np.ndarray], max_planes: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The 5x5 local means and Immerkaer's high-pass values of up to ``max_planes`` of the
+    ``(C, H, W)`` planes (flattened per crop): what the white-noise estimates bin."""
     import torch
     import torch.nn.functional as F
 
@@ -301,8 +317,72 @@ def stack_noise_model(planes: list[np.ndarray], *, max_planes: int = 4) -> tuple
     for y in _picked_crops(planes, max_planes):
         highs.append(F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), kernel).numpy().ravel())
         means.append(_local_mean(y).numpy().ravel())
+    return means, highs
+
+
+def stack_noise_model(planes: list[np.ndarray], *, max_planes: int = 4) -> tuple[float, float]:
+    """``(gain, offset)`` of ``var = gain * mean + offset`` (network scale), measured on
+    the noisy ``planes`` (``(C, H, W)``) alone: Immerkaer's high-pass filter against the
+    5x5 local mean, in 16 quantile bins (for pixel-independent noise; unlike the base's
+    residual, which a base that leaves noise in underestimates)."""
+    means, highs = _high_pass_bins(planes, max_planes)
     gain, offset, _ = _variance_fit([np.concatenate(means)], [np.concatenate(highs)])
     return gain, offset
+
+
+@dataclass(frozen=True)
+class VarianceCurve:
+    """The noise variance against the signal (network scale) as measured, bin by bin:
+    ``variances[i]`` at ``means[i]`` (increasing), linear between the bins and, beyond
+    them, continued with the slope ``gain`` of the line through them. It follows noise
+    whose variance is not a line in the signal, as a camera's near its offset, where the
+    line's few bright bins pull it off (docs/benchmarks.md §8, session 7)."""
+
+    means: tuple[float, ...]
+    variances: tuple[float, ...]
+    gain: float
+
+    def variance(self, mean: Any) -> Any:
+        """The variance at each value of ``mean`` (a tensor), never below a floor."""
+        import torch
+
+        x = torch.tensor(self.means, dtype=mean.dtype, device=mean.device)
+        v = torch.tensor(self.variances, dtype=mean.dtype, device=mean.device)
+        if len(self.means) == 1:
+            return (v[0] + self.gain * (mean - x[0])).clamp_min(self.floor)
+        i = torch.searchsorted(x, mean.contiguous()).clamp(1, len(x) - 1)
+        x0, x1, v0, v1 = x[i - 1], x[i], v[i - 1], v[i]
+        inside = v0 + (v1 - v0) * (mean - x0) / (x1 - x0)
+        below = v[0] + self.gain * (mean - x[0])
+        above = v[-1] + self.gain * (mean - x[-1])
+        out = torch.where(mean < x[0], below, torch.where(mean > x[-1], above, inside))
+        return out.clamp_min(self.floor)
+
+    @property
+    def floor(self) -> float:
+        """The least variance the curve gives (a thousandth of its largest bin's)."""
+        return max(1e-3 * max(abs(v) for v in self.variances), 1e-10)
+
+    def as_record(self) -> dict[str, Any]:
+        """The curve as plain values (for the model card)."""
+        return {
+            "means": [round(m, 6) for m in self.means],
+            "variances": [float(f"{v:.4g}") for v in self.variances],
+            "gain": float(f"{self.gain:.4g}"),
+        }
+
+
+def stack_noise_curve(planes: list[np.ndarray], *, max_planes: int = 4) -> VarianceCurve:
+    """The noise variance of the ``planes`` (``(C, H, W)``) against their signal, bin by
+    bin (:class:`VarianceCurve`), measured as :func:`stack_noise_model` measures its line
+    (for pixel-independent noise)."""
+    means, highs = _high_pass_bins(planes, max_planes)
+    mean, high = np.concatenate(means), np.concatenate(highs)
+    mu, var = _binned_spread([mean], [high])
+    if not mu:  # too few pixels for a bin: one level
+        mu, var = [float(mean.mean())], [float(high.var())]
+    gain, _ = _line(mu, var, float(high.var()))
+    return VarianceCurve(tuple(mu), tuple(var), max(gain, 0.0))
 
 
 def _picked_crops(planes: list[np.ndarray], max_planes: int) -> list[Any]:

@@ -13,7 +13,7 @@ Three losses, each computed per batch from the noisy patch itself (the default, 
   masked pixel is refilled with pixels drawn at random from the 5x5 ring around it, so
   the network cannot read the masked pixel's noise from its correlated neighbours.
 - **Recorrupted-to-Recorrupted** (R2R, Pang et al., CVPR 2021): fresh Gaussian noise ``z``
-  with the stack's own per-pixel variance (:func:`.noise.stack_noise_model`) makes
+  with the stack's own per-pixel variance (:func:`.noise.stack_noise_curve`) makes
   a pair ``y + alpha z`` (input) and ``y - z / alpha`` (target) whose noises are
   independent, so the loss is Noise2Noise's at full resolution, with no masked pixels and
   no half-size images. The pair's noises are independent for any noise covariance that
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ...data.noise import MAX_CORRELATION, correlate
 from .data import ArraySource, Session
-from .noise import correlated_noise_model, stack_noise_model
+from .noise import VarianceCurve, correlated_noise_model, stack_noise_curve
 
 #: The self-supervised losses by name.
 SS_LOSSES = ("neighbor2neighbor", "blind-spot", "recorrupted")
@@ -59,8 +59,9 @@ SS_ITERATIONS = {"recorrupted": 300, "neighbor2neighbor": 1000, "blind-spot": 10
 #: constant lr on held-out FMD, three seeds).
 SS_LR_FINAL = 1e-6
 
-#: A noise model on the network scale: ``(gain, offset)`` of ``var = gain * mean + offset``.
-NoiseModel = tuple[float, float]
+#: A noise model on the network scale: ``(gain, offset)`` of ``var = gain * mean + offset``,
+#: or the variance measured bin by bin (:class:`.noise.VarianceCurve`).
+NoiseModel = tuple[float, float] | VarianceCurve
 
 # the ordered pairs of 4-neighbours inside a 2x2 cell (positions 0 1 / 2 3)
 _PAIRS = torch.tensor([[0, 1], [1, 0], [0, 2], [2, 0], [1, 3], [3, 1], [2, 3], [3, 2]])
@@ -193,8 +194,10 @@ def blind_spot_loss(
 def noise_std(noisy: torch.Tensor, noise: NoiseModel) -> torch.Tensor:
     """Per-pixel noise standard deviation of ``noisy`` ``(B, C, H, W)`` from the noise
     model, the mean taken as the 3x3 local mean of ``noisy``."""
-    gain, offset = noise
     mean = F.avg_pool2d(F.pad(noisy, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    if isinstance(noise, VarianceCurve):
+        return noise.variance(mean).sqrt()
+    gain, offset = noise
     return (gain * mean + offset).clamp_min(max(1e-3 * abs(offset), 1e-10)).sqrt()
 
 
@@ -348,12 +351,21 @@ def correlation_record(correlation: float) -> dict[str, Any]:
 
 
 def session_noise_model(session: Session, correlation: float = 0.0) -> NoiseModel:
-    """The stack's noise model ``(gain, offset)``, measured on its training planes (for
-    noise of a neighbour ``correlation`` above 0, with the estimate made for it)."""
+    """The stack's noise model, measured on its training planes: the variance bin by bin
+    for pixel-independent noise (+0.05 dB over a line on held-out FMD, benchmarks.md §8,
+    session 7), and for noise of a neighbour ``correlation`` above 0 the line
+    ``(gain, offset)`` of the estimate made for it."""
     planes = [session.train_view(session.inputs[i]) for i in session.train]
     if correlation > 0:
         return correlated_noise_model(planes, correlation)
-    return stack_noise_model(planes)
+    return stack_noise_curve(planes)
+
+
+def noise_record(noise: NoiseModel | None) -> Any:
+    """What a card records of a noise model: the line's ``[gain, offset]`` or the curve."""
+    if noise is None:
+        return None
+    return noise.as_record() if isinstance(noise, VarianceCurve) else list(noise)
 
 
 def validation_loss(session: Session, ss_loss: str, structured: bool) -> float:

@@ -22,9 +22,11 @@ from .selfsupervised import (
     SS_ITERATIONS,
     SS_LR,
     SS_LR_FINAL,
+    NoiseModel,
     SelfSupervisedSource,
     check_correlation,
     correlation_record,
+    noise_record,
     resolve_loss,
     self_supervised_surrogates,
     session_noise_model,
@@ -303,7 +305,7 @@ class SelfSupervised(Strategy):
         if config.iterations is None:
             config.iterations = SS_ITERATIONS[self.ss_loss]
         super().__init__(config)
-        self.noise: tuple[float, float] | None = None
+        self.noise: NoiseModel | None = None
         #: The neighbour correlation the recorrupted loss draws its noise with (the noise
         #: check's reading when it flagged the stack, else 0).
         self.correlation = 0.0
@@ -322,7 +324,7 @@ class SelfSupervised(Strategy):
         session.description["self_supervised"] = {
             "loss": self.ss_loss,
             "structured": self.structured if self.ss_loss == "blind-spot" else None,
-            "noise_model": list(self.noise) if self.noise else None,
+            "noise_model": noise_record(self.noise),
             **correlation_record(self.correlation),
         }
 
