@@ -9,7 +9,8 @@ independent images (no pairing); n2n uses them as repeats and paired uses the av
 A mode may carry a variant after a colon: ``self-supervised:blind-spot``,
 ``self-supervised:neighbor2neighbor``, ``self-supervised:blind-spot+adv`` (critic against
 the shipped references, weight ``--ss-adversarial-weight``), ``two-stage:base``,
-``two-stage:ensemble``, ``two-stage:self-supervised``. ``--n2v-scratch`` adds Noise2Void
+``two-stage:ensemble``, ``two-stage:self-supervised``. ``--tta`` also scores the base and
+each result with the 8-pass test-time augmentation. ``--n2v-scratch`` adds Noise2Void
 (blind-spot loss) trained from a random initialisation of the same network for the wall
 time of the default self-supervised run. Wall time and CPU time (``time.process_time``)
 are recorded per run. Usage (from the repository root)::
@@ -46,10 +47,13 @@ def load_field(fov: str) -> tuple[np.ndarray, np.ndarray]:
     return stack, skimage.io.imread(FMD / "gt" / fov / "avg50.png")
 
 
-def score(model: DenoiseModel, frames: np.ndarray, gt: np.ndarray) -> float:
-    """Mean PSNR (peak 255) of the denoised frames against the ground truth."""
+def score(model: DenoiseModel, frames: np.ndarray, gt: np.ndarray, tta: int = 0) -> float:
+    """Mean PSNR (peak 255) of the denoised frames against the ground truth (``tta``: with
+    that many flipped/rotated passes averaged)."""
     return float(
-        np.mean([psnr(gt, denoise(f, model).astype(np.float64), peak=255.0) for f in frames])
+        np.mean(
+            [psnr(gt, denoise(f, model, tta=tta).astype(np.float64), peak=255.0) for f in frames]
+        )
     )
 
 
@@ -150,6 +154,7 @@ def main() -> None:
     ap.add_argument("--references", default=None, help="folder of unpaired clean images")
     ap.add_argument("--n2v-scratch", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tta", action="store_true", help="also score base and result with TTA 8")
     ap.add_argument("--out", default="docs/finetune-fmd.json")
     args = ap.parse_args()
     if args.threads:
@@ -162,6 +167,7 @@ def main() -> None:
     for base_name in args.base:
         base = load_model(base_name)
         before = score(base, test, test_gt)
+        before_tta = score(base, test, test_gt, 8) if args.tta else None
         print(f"{base.name}: before {before:.2f} dB (noisy {noisy_db:.2f} dB)", flush=True)
         for spec in args.modes.split(","):
             kw = mode_options(spec, args, train_gt, train.shape)
@@ -169,6 +175,10 @@ def main() -> None:
             if spec.startswith("self-supervised") and ss_wall is None:
                 ss_wall = wall
             r = row(base.name, spec, model, before, score(model, test, test_gt), wall, cpu)
+            if before_tta is not None:
+                after_tta = score(model, test, test_gt, 8)
+                r.update(before_tta8=round(before_tta, 2), after_tta8=round(after_tta, 2))
+                r["gain_tta8"] = round(after_tta - before_tta, 2)
             print(json.dumps(r), flush=True)
             rows.append(r)
     if args.n2v_scratch:
