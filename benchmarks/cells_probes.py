@@ -8,7 +8,7 @@ OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py oracle cells-mse-fast
 OMP_NUM_THREADS=1 python3 benchmarks/cells_probes.py soup runs/zoo/cells8a runs/zoo/cells8b
 OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py gap runs/zoo/cells11-log runs/zoo/cells96d20
 OMP_NUM_THREADS=2 python3 benchmarks/cells_probes.py validation runs/zoo/cells11-log \
-    cells-mse-fast --config configs/zoo/cells-stage9.yaml --config configs/zoo/cells-mse-fast.yaml
+    cells-mse-fast --config configs/zoo/cells-stage9.yaml --config configs/zoo/cells-stage10.yaml
 
 ``validation`` scores models on the validation sets that training configs draw (the trainer's
 own ``validate``), to compare learning curves of stages that drew different sets (§7v).

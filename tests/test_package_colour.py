@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import skimage.data
 import skimage.io
-from benchmarks.package_colour import HELD_OUT, images, main
+from benchmarks.package_colour import HE_MEMBER, HELD_OUT, images, main, stardist_he
 
 
 def test_training_photographs_are_rgb_and_not_the_test_images(tmp_path, monkeypatch):
@@ -34,3 +36,16 @@ def test_training_photographs_are_rgb_and_not_the_test_images(tmp_path, monkeypa
     assert sorted(p.name for p in (tmp_path / "more").iterdir()) == sorted(
         written + ["motorcycle_left.png"]
     )
+
+
+def test_the_he_image_is_read_from_a_stardist_wheel(tmp_path):
+    # a real wheel-shaped zip holding a JPEG where stardist keeps its H&E example
+    yy, xx = np.mgrid[0:40, 0:60]
+    tissue = np.stack([yy * 5, xx * 3, 200 - yy * 2 - xx], axis=-1).astype(np.uint8)  # smooth
+    skimage.io.imsave(tmp_path / "histo.jpg", tissue, check_contrast=False)
+    wheel = tmp_path / "stardist-0.9.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.write(tmp_path / "histo.jpg", HE_MEMBER)
+    img = stardist_he(wheel=wheel)
+    assert img.shape == (40, 60, 3) and img.dtype == np.uint8
+    assert np.abs(img.astype(float) - tissue).mean() < 4  # the same picture, through JPEG
