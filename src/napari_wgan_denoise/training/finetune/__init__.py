@@ -18,7 +18,7 @@ from ...models.model import DenoiseModel
 from .config import FinetuneConfig, FinetuneData
 from .data import ArraySource, Session
 from .loop import run_finetune
-from .noise import NoiseReport, noise_check, stack_noise_model
+from .noise import NoiseReport, noise_check, stack_noise_curve, stack_noise_model
 from .strategies import (
     N2N_REFERENCE_WEIGHT,
     SS_REFERENCE_WEIGHT,
@@ -53,6 +53,7 @@ __all__ = [
     "TwoStage",
     "finetune",
     "noise_check",
+    "stack_noise_curve",
     "stack_noise_model",
     "register_mode",
     "run_finetune",
@@ -88,7 +89,7 @@ def finetune(
       adversarial term (needs references).
     - ``"self-supervised"``: only ``noisy``, no pairs or repeats: ``ss_loss``
       ``"recorrupted"`` (default: Recorrupted-to-Recorrupted pairs at the stack's own
-      noise level, measured by :func:`stack_noise_model`, and with its neighbour
+      noise level, measured bin by bin by :func:`stack_noise_curve`, and with its neighbour
       correlation when the noise check finds correlated noise), ``"neighbor2neighbor"`` or
       ``"blind-spot"`` (N2V2-style; a structured mask when the noise check finds
       correlated noise), from the base model;
