@@ -435,21 +435,34 @@ def _local_residual_share(correlation: float) -> float:
     return float((n - _local_mean(n)).numpy().var())
 
 
-def correlated_noise_model(
-    planes: list[np.ndarray], correlation: float, *, max_planes: int = 4
-) -> tuple[float, float]:
-    """``(gain, offset)`` of ``var = gain * mean + offset`` (network scale) for noise whose
-    neighbours correlate by ``correlation``, measured on the noisy ``planes`` alone. The
-    high-pass estimate of :func:`stack_noise_model` sees little of such noise (at 0.6,
-    about 6 % of its variance, and that share swings with the correlation); the pixel
-    minus its 5 x 5 mean keeps most of it (70 %), and that share, computed for the
-    correlation, is divided out. Robust spread per bin (the median absolute deviation), so
-    that edges count less."""
+def _correlated_bins(
+    planes: list[np.ndarray], correlation: float, max_planes: int
+) -> tuple[list[float], list[float]]:
+    """The per-bin noise variance of noise whose neighbours correlate by ``correlation``:
+    the robust spread of the pixel minus its 5 x 5 mean in each signal bin, divided by the
+    share of the variance such noise leaves there."""
     means, resid = [], []
     for y in _picked_crops(planes, max_planes):
         m = _local_mean(y)
         means.append(m.numpy().ravel())
         resid.append((y - m).numpy().ravel())
-    gain, offset, _ = _variance_fit(means, resid, spread=_robust_var)
+    mu, var = _binned_spread(means, resid, spread=_robust_var)
     share = _local_residual_share(float(np.clip(correlation, 0.0, 0.7)))
-    return gain / share, offset / share
+    if not mu:  # too few pixels for a bin: one level
+        mu, var = [float(np.concatenate(means).mean())], [_robust_var(np.concatenate(resid))]
+    return mu, [v / share for v in var]
+
+
+def correlated_noise_curve(
+    planes: list[np.ndarray], correlation: float, *, max_planes: int = 4
+) -> VarianceCurve:
+    """The noise variance against the signal, bin by bin (:class:`VarianceCurve`), for noise
+    whose neighbours correlate by ``correlation``, measured on the noisy ``planes`` alone.
+    The high-pass estimate of :func:`stack_noise_curve` sees little of such noise (at 0.6,
+    about 6 % of its variance, and that share swings with the correlation); the pixel minus
+    its 5 x 5 mean keeps most of it (70 %), and that share, computed for the correlation,
+    is divided out. Robust spread per bin (the median absolute deviation), so that edges
+    count less."""
+    mu, var = _correlated_bins(planes, correlation, max_planes)
+    gain, _ = _line(mu, var, var[0])
+    return VarianceCurve(tuple(mu), tuple(var), max(gain, 0.0))

@@ -18,7 +18,7 @@ Three losses, each computed per batch from the noisy patch itself (the default, 
   independent, so the loss is Noise2Noise's at full resolution, with no masked pixels and
   no half-size images. The pair's noises are independent for any noise covariance that
   ``z`` shares: where the noise check finds spatially correlated noise, ``z`` is drawn
-  with its neighbour correlation (:func:`.noise.correlated_noise_model`).
+  with its neighbour correlation (:func:`.noise.correlated_noise_curve`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ...data.noise import MAX_CORRELATION, correlate
 from .data import ArraySource, Session
-from .noise import VarianceCurve, correlated_noise_model, stack_noise_curve
+from .noise import VarianceCurve, correlated_noise_curve, stack_noise_curve
 
 #: The self-supervised losses by name.
 SS_LOSSES = ("neighbor2neighbor", "blind-spot", "recorrupted")
@@ -352,12 +352,12 @@ def correlation_record(correlation: float) -> dict[str, Any]:
 
 def session_noise_model(session: Session, correlation: float = 0.0) -> NoiseModel:
     """The stack's noise model, measured on its training planes: the variance bin by bin
-    for pixel-independent noise (+0.05 dB over a line on held-out FMD, benchmarks.md §8,
-    session 7), and for noise of a neighbour ``correlation`` above 0 the line
-    ``(gain, offset)`` of the estimate made for it."""
+    (+0.05 dB over a line on held-out FMD, +0.1 dB on correlated synthetic noise;
+    benchmarks.md §8, session 7), for noise of a neighbour ``correlation`` above 0 with the
+    estimate made for it."""
     planes = [session.train_view(session.inputs[i]) for i in session.train]
     if correlation > 0:
-        return correlated_noise_model(planes, correlation)
+        return correlated_noise_curve(planes, correlation)
     return stack_noise_curve(planes)
 
 
