@@ -274,14 +274,6 @@ def _binned_spread(
     return mu, var
 
 
-def _line(mu: list[float], var: list[float], resid_var: float) -> tuple[float, float]:
-    """``(gain, offset)`` of the line through the bins (the variance alone without two)."""
-    if len(mu) >= 2:
-        gain, offset = (float(v) for v in np.polyfit(mu, var, 1))
-        return gain, offset
-    return 0.0, resid_var
-
-
 def _variance_fit(
     outs: list[np.ndarray],
     res: list[np.ndarray],
@@ -291,7 +283,10 @@ def _variance_fit(
     bin) against the base's output in 16 quantile bins, fitted by a line; signal-dependent
     when the fitted variance grows by more than half over the signal range."""
     mu, var = _binned_spread(outs, res, spread)
-    gain, offset = _line(mu, var, float(np.concatenate([r.ravel() for r in res]).var()))
+    if len(mu) >= 2:
+        gain, offset = (float(v) for v in np.polyfit(mu, var, 1))
+    else:
+        gain, offset = 0.0, float(np.concatenate([r.ravel() for r in res]).var())
     low, high = (min(mu), max(mu)) if mu else (0.0, 0.0)
     signal_dependent = bool(
         gain > 0 and gain * high + offset > 1.5 * max(gain * low + offset, 1e-12)
@@ -376,12 +371,23 @@ def stack_noise_curve(planes: list[np.ndarray], *, max_planes: int = 4) -> Varia
     """The noise variance of the ``planes`` (``(C, H, W)``) against their signal, bin by
     bin (:class:`VarianceCurve`), measured as :func:`stack_noise_model` measures its line
     (for pixel-independent noise)."""
-    means, highs = _high_pass_bins(planes, max_planes)
-    mean, high = np.concatenate(means), np.concatenate(highs)
-    mu, var = _binned_spread([mean], [high])
-    if not mu:  # too few pixels for a bin: one level
-        mu, var = [float(mean.mean())], [float(high.var())]
-    gain, _ = _line(mu, var, float(high.var()))
+    return _curve(*_high_pass_bins(planes, max_planes))
+
+
+def _curve(
+    means: list[np.ndarray],
+    resid: list[np.ndarray],
+    spread: Callable[[np.ndarray], float] = np.var,
+    share: float = 1.0,
+) -> VarianceCurve:
+    """The :class:`VarianceCurve` of the residuals ``resid`` (``spread`` of each signal bin
+    of ``means``, divided by the ``share`` of the noise variance they hold); one level
+    where no bin has enough pixels."""
+    mu, var = _binned_spread(means, resid, spread)
+    if not mu:
+        mu, var = [float(np.concatenate(means).mean())], [float(spread(np.concatenate(resid)))]
+    var = [v / share for v in var]
+    gain = float(np.polyfit(mu, var, 1)[0]) if len(mu) >= 2 else 0.0
     return VarianceCurve(tuple(mu), tuple(var), max(gain, 0.0))
 
 
@@ -435,24 +441,6 @@ def _local_residual_share(correlation: float) -> float:
     return float((n - _local_mean(n)).numpy().var())
 
 
-def _correlated_bins(
-    planes: list[np.ndarray], correlation: float, max_planes: int
-) -> tuple[list[float], list[float]]:
-    """The per-bin noise variance of noise whose neighbours correlate by ``correlation``:
-    the robust spread of the pixel minus its 5 x 5 mean in each signal bin, divided by the
-    share of the variance such noise leaves there."""
-    means, resid = [], []
-    for y in _picked_crops(planes, max_planes):
-        m = _local_mean(y)
-        means.append(m.numpy().ravel())
-        resid.append((y - m).numpy().ravel())
-    mu, var = _binned_spread(means, resid, spread=_robust_var)
-    share = _local_residual_share(float(np.clip(correlation, 0.0, 0.7)))
-    if not mu:  # too few pixels for a bin: one level
-        mu, var = [float(np.concatenate(means).mean())], [_robust_var(np.concatenate(resid))]
-    return mu, [v / share for v in var]
-
-
 def correlated_noise_curve(
     planes: list[np.ndarray], correlation: float, *, max_planes: int = 4
 ) -> VarianceCurve:
@@ -463,6 +451,10 @@ def correlated_noise_curve(
     its 5 x 5 mean keeps most of it (70 %), and that share, computed for the correlation,
     is divided out. Robust spread per bin (the median absolute deviation), so that edges
     count less."""
-    mu, var = _correlated_bins(planes, correlation, max_planes)
-    gain, _ = _line(mu, var, var[0])
-    return VarianceCurve(tuple(mu), tuple(var), max(gain, 0.0))
+    means, resid = [], []
+    for y in _picked_crops(planes, max_planes):
+        m = _local_mean(y)
+        means.append(m.numpy().ravel())
+        resid.append((y - m).numpy().ravel())
+    share = _local_residual_share(float(np.clip(correlation, 0.0, 0.7)))
+    return _curve(means, resid, _robust_var, share)
