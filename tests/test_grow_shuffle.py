@@ -1,11 +1,12 @@
-"""Deepening a trained shuffle model keeps what it computes (benchmarks/grow_shuffle.py)."""
+"""Deepening a trained shuffle model keeps what it computes, and dropping blocks removes
+just them (benchmarks/grow_shuffle.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from benchmarks.grow_shuffle import grow
+from benchmarks.grow_shuffle import drop_blocks, grow
 
 from napari_wgan_denoise.models.model import create_model, load_model_file, save_model
 
@@ -258,3 +259,27 @@ def test_whole_image_fit_of_a_large_image_reads_spread_positions():
     )
     flat = shuffle.sigma_map(sub[..., :40, :30].repeat(2, 1, 1, 1), 1, gaussian)
     assert flat.shape == (2, 1, 40, 30) and torch.all(flat == 0.1)
+
+
+def test_dropping_blocks_removes_just_them():
+    """A model without block 1 computes what the original computes with that block made the
+    identity (its residual zeroed), and keeps the other blocks' weights in order."""
+    torch.manual_seed(0)
+    model = create_model("shuffle", channels=3, features=8, depth=8, noise_level=True)
+    for p in model.network.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    short = drop_blocks(model, [1])
+    assert short.network.config.depth == 6 and len(short.network.body) == 2
+    assert torch.equal(short.network.body[1].conv1.weight, model.network.body[2].conv1.weight)
+    assert short.card["grown_from"] == {"model": model.name, "depth": 8, "dropped": [1]}
+    x = torch.rand(2, 3, 24, 20)
+    with torch.no_grad():
+        before = model.network(x)
+        model.network.body[1].conv2.weight.zero_()
+        model.network.body[1].conv2.bias.zero_()
+        assert torch.allclose(short.network(x), model.network(x), atol=1e-6)
+        assert not torch.allclose(short.network(x), before, atol=1e-3)
+    with pytest.raises(ValueError, match="drop between 1 and 2"):
+        drop_blocks(model, [0, 1, 2])
+    with pytest.raises(ValueError, match="drop between"):
+        drop_blocks(model, [3])
