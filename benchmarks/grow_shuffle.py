@@ -18,7 +18,7 @@ and training continues from there to win back what they added. ``--rank`` scores
 model with each block removed alone on validation images, the least missed first:
 
     python benchmarks/grow_shuffle.py cells-mse-fast --rank cells
-    python benchmarks/grow_shuffle.py cells-mse-fast runs/zoo/cells16-init --drop 3,5,7,9
+    python benchmarks/grow_shuffle.py runs/zoo/cells-stage12 runs/zoo/cells16-init --drop 7,8,9,10
 """
 
 from __future__ import annotations
@@ -141,8 +141,9 @@ def drop_blocks(model: DenoiseModel, drop: list[int]) -> DenoiseModel:
 
 
 def _validation(modality: str) -> tuple[list[np.ndarray], list[float], tuple[float, float]]:
-    """Clean validation images of ``modality`` (cells: CellaVision 077-088; gray: 12 crops
-    of Train400's last images, not Set12), the noise levels to score and the value range."""
+    """Clean images to rank blocks on for ``modality`` (cells: CellaVision 077-088, held out
+    of training; gray: the last 12 Train400 images, which the gray models train on, so for
+    ranking only, Set12 stays unseen), the noise levels to score and the value range."""
     if modality == "cells":
         files = sorted(Path("../shared/data/cells/cellavision_train").glob("*.png"))[-12:]
         return [skimage.io.imread(f)[..., :3].astype(np.float32) for f in files], [25, 50], (0, 255)
@@ -175,7 +176,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=None)
     ap.add_argument("--features", type=int, default=None, help="a wider body")
     ap.add_argument("--noise-level", action="store_true", help="add the noise-level input")
-    ap.add_argument("--drop", default=None, help="residual blocks to remove, e.g. 3,5,7,9")
+    ap.add_argument("--drop", default=None, help="residual blocks to remove, e.g. 7,8,9,10")
     ap.add_argument("--rank", choices=("cells", "gray"), help="score each block's removal")
     args = ap.parse_args()
     if args.rank:
