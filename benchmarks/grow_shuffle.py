@@ -121,18 +121,22 @@ def drop_blocks(model: DenoiseModel, drop: list[int]) -> DenoiseModel:
         raise ValueError(f"{model.name} is not a residual shuffle network of even depth.")
     if not drop or any(i < 0 or i >= n_old for i in drop) or len(set(drop)) >= n_old:
         raise ValueError(f"drop between 1 and {n_old - 1} of the blocks 0-{n_old - 1}, got {drop}.")
-    kept = [i for i in range(n_old) if i not in set(drop)]
+    kept = [i for i in range(n_old) if i not in drop]
+    renumbered = {old_i: new_i for new_i, old_i in enumerate(kept)}  # body index: old -> new
     config = ShuffleConfig(
-        old.config.features, 2 + 2 * len(kept), residual=True, noise_level=old.config.noise_level
+        old.config.features,
+        2 + 2 * len(renumbered),
+        residual=True,
+        noise_level=old.config.noise_level,
     )
     new = ShuffleGenerator(model.channels, config)
     state = {}
     for name, value in old.state_dict().items():
         if name.startswith("body."):
             _, index, rest = name.split(".", 2)
-            if int(index) not in kept:
+            if int(index) not in renumbered:
                 continue
-            name = f"body.{kept.index(int(index))}.{rest}"
+            name = f"body.{renumbered[int(index)]}.{rest}"
         state[name] = value
     new.load_state_dict(state)
     card = dict(model.card)

@@ -161,7 +161,7 @@ class _Block(nn.Module):
 #: The context a tile carries beyond which the trained shuffle networks' outputs no longer
 #: move: at 16 px (+ 8 px of blend) tiled outputs of the shipped gray, cells and fluo models
 #: differ from the whole-image output by at most one bf16 step (0.5 of 255) and score the
-#: same against the clean image to 0.001 dB, and large planes take 7-8 % less time than at
+#: same against the clean image to 0.001 dB, and 2048² planes take 6-9 % less time than at
 #: 24 px (docs/benchmarks.md §7p, §7y).
 CONTEXT_RADIUS = 16
 
