@@ -237,7 +237,7 @@ def denoise(
     for uint8 input; ``value_range=(low, high)`` fixes it explicitly. Integer outputs are
     rounded and clipped to their dtype's range; float outputs are not clipped.
 
-    Planes are cut into ``tile_size`` tiles (default 512 on the CPU, else 1024) that share
+    Planes are cut into ``tile_size`` tiles (default 576 on the CPU, else 1024) that share
     ``overlap`` pixels of context on every side (default: the context the model's outputs
     need, at most its receptive radius, plus a blend band), cross-faded and run in batches;
     the result does not depend on the tile size beyond the network's own rounding. At the

@@ -15,9 +15,11 @@ from torch import nn
 from ..errors import Cancelled
 from ..models.shuffle import ShuffleGenerator, fit_whole_image
 
-#: Tile edge when none is given, per device type (a CPU denoises one 512² tile at a time
-#: fastest: docs/benchmarks.md §7j; denoise and restore both use it).
-DEFAULT_TILE = {"cpu": 512, "cuda": 1024, "mps": 512}
+#: Tile edge when none is given, per device type; denoise and restore both use it. A CPU
+#: runs one tile at a time: 1024² tiles left the caches (docs/benchmarks.md §7j), and 576
+#: rather than 512 cuts a 1024² or 1536² plane into 2 or 3 tiles per axis instead of 3 or
+#: 4, 10-13 % less time (§7z).
+DEFAULT_TILE = {"cpu": 576, "cuda": 1024, "mps": 512}
 BLEND = 8  # half-width of the linear cross-fade between neighbouring tiles
 #: Balanced tiles are a multiple of this many pixels: some odd widths of the activations
 #: (e.g. 363 px) make a 3x3 convolution 2-4x slower in bf16 on oneDNN; widths that are a
