@@ -15,11 +15,14 @@ import torch
 from napari_wgan_denoise import create_model, denoise, load_model
 from napari_wgan_denoise.cli import main
 from napari_wgan_denoise.data.colour import (
+    _RGB_FROM_HED,
     VALIDATION_SHIFTS,
     ColourJitter,
     GrayStainer,
     apply_shift,
     colour_shifted_copies,
+    restain,
+    restain_rows,
 )
 from napari_wgan_denoise.data.noise import PoissonGaussianNoise, correlate, parse_noise
 from napari_wgan_denoise.data.recipes import build_source
@@ -140,6 +143,34 @@ def test_colour_jitter_is_seeded_and_in_range():
     assert float((a - x).abs().mean()) > 1  # it changes the colours
     same = apply_shift(x, torch.ones(4, 3), torch.zeros(4, 3), torch.zeros(4), torch.ones(4))
     assert float((same - x).abs().max()) < 0.01
+
+
+def test_restaining_keeps_the_structure_in_other_stain_colours():
+    from skimage import data
+
+    ihc = torch.from_numpy(data.immunohistochemistry().astype(np.float32)).permute(2, 0, 1)
+    x = ihc[None, :, :96, :96].repeat(6, 1, 1, 1)
+    # The stain colours the decomposition reads give the image back.
+    same = restain(x, torch.from_numpy(_RGB_FROM_HED)[None].repeat(6, 1, 1))
+    assert float((same - x.clamp(1, 255)).abs().max()) < 0.01
+    # Eosin always as DAB: another image, in range, with the same edges.
+    choice = torch.tensor([[0.0, 0.5, 0.0]]).repeat(6, 1)
+    rows = restain_rows(choice, torch.ones(6, 3, 3))
+    unit = rows / rows.norm(dim=2, keepdim=True)
+    assert torch.allclose(unit[:, 1], unit[:, 2], atol=1e-6)  # eosin drawn in DAB's colour
+    moved = restain(x, rows)
+    assert float(moved.min()) >= 0 and float(moved.max()) <= 255
+    assert float((moved - x).abs().mean()) > 1
+    gray_in, gray_out = x.mean(1).flatten(), moved.mean(1).flatten()
+    assert float(torch.corrcoef(torch.stack([gray_in, gray_out]))[0, 1]) > 0.8
+    # In the jitter: seeded, and both options change what is drawn.
+    jitter = ColourJitter(restain=1.0, gray=1.0)
+    a, b = (jitter(x, torch.Generator().manual_seed(4)) for _ in range(2))
+    assert torch.equal(a, b) and not torch.equal(
+        a, ColourJitter()(x, torch.Generator().manual_seed(4))
+    )
+    sat = (a.max(1).values - a.min(1).values).mean()
+    assert float(sat) < 0.3 * float((x.max(1).values - x.min(1).values).mean())  # colourless
 
 
 def test_colour_shifted_copies_are_fixed():

@@ -7,7 +7,13 @@ Per sample, on clean RGB patches on the 0-255 scale, before noise is added:
   log-uniformly in ``1/hed_scale .. hed_scale`` and shifted by ``±hed_shift``;
 * **hue rotation** about the gray axis by up to ``±hue`` degrees and a **saturation**
   factor (log-uniform in ``1/saturation .. saturation``);
-* a random **permutation of the colour channels** with probability ``permute``.
+* a random **permutation of the colour channels** with probability ``permute``;
+* with probability ``restain``, a **re-staining** first: the patch's H, E and DAB
+  concentrations are drawn again in other stain colours (eosin's as DAB or a random
+  colour, DAB's as a random colour, haematoxylin's as itself or a random colour), so
+  brown-and-blue immunostains and other pairs are seen, not only H&E's pink and purple;
+* with probability ``gray``, a nearly **colourless** copy (saturation × 0-0.25): bright-field
+  images with little colour, where the three channels carry the same structure.
 
 Everything is drawn from the given ``torch.Generator`` (resumable runs stay exact). The
 same family of shifts, with fixed seeds, makes the colour-shifted validation copies in
@@ -29,6 +35,8 @@ _RGB_FROM_HED = np.array(
 )
 _RGB_FROM_HED[2] = np.cross(_RGB_FROM_HED[0], _RGB_FROM_HED[1])
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+#: DAB's own optical-density colour (the first matrix's third row, before the cross product).
+_DAB = np.array([0.27, 0.57, 0.78], dtype=np.float64)
 _LOG_ADJUST = math.log(1e-6)  # skimage's scale: stains = log(rgb) / log(1e-6) @ hed_from_rgb
 
 
@@ -42,6 +50,8 @@ class ColourJitter:
     hue: float = 25.0
     saturation: float = 1.4
     permute: float = 0.25
+    restain: float = 0.0
+    gray: float = 0.0
 
     def to_card(self) -> dict[str, Any]:
         """JSON-able description for the model card."""
@@ -58,6 +68,15 @@ class ColourJitter:
         shift = (2 * u[:, 3:6] - 1) * self.hed_shift
         hue = (2 * u[:, 6] - 1) * math.radians(self.hue)
         sat = torch.exp((2 * u[:, 7] - 1) * math.log(self.saturation))
+        if self.restain > 0 or self.gray > 0:  # drawn only then: older configs stay exact
+            extra = torch.rand((b, 6), generator=generator, dtype=torch.float64).float()
+            random_od = torch.randn((b, 3, 3), generator=generator, dtype=torch.float64).abs()
+            chosen = torch.nonzero(extra[:, 0] < self.restain).flatten()
+            if len(chosen):
+                rows = restain_rows(extra[chosen, 1:4], random_od[chosen])
+                clean = clean.clone()
+                clean[chosen] = restain(clean[chosen], rows)
+            sat = torch.where(extra[:, 4] < self.gray, sat * 0.25 * extra[:, 5], sat)
         out = apply_shift(clean, scale, shift, hue, sat)
         orders = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])[
             perms
@@ -66,6 +85,35 @@ class ColourJitter:
         for i in torch.nonzero(do).flatten().tolist():
             out[i] = out[i, orders[i]]
         return out
+
+
+def restain_rows(choice: torch.Tensor, random_od: torch.Tensor) -> torch.Tensor:
+    """New stain colours (B, 3, 3), rows H, E, DAB as ``_RGB_FROM_HED``'s (same lengths), from
+    uniform draws ``choice`` (B, 3) and positive random directions ``random_od`` (B, 3, 3):
+    haematoxylin stays itself with probability 2/3; eosin becomes eosin, DAB or a random
+    colour (1/3 each); DAB becomes DAB or a random colour (1/2 each)."""
+    base = torch.from_numpy(np.stack([_RGB_FROM_HED[0], _RGB_FROM_HED[1], _DAB]))
+    lengths = torch.from_numpy(np.linalg.norm(_RGB_FROM_HED, axis=1))
+    unit = base / base.norm(dim=1, keepdim=True)
+    rand = random_od.double() + 1e-3
+    rand = rand / rand.norm(dim=2, keepdim=True)
+    c = choice.double()
+    h = torch.where((c[:, 0] < 2 / 3)[:, None], unit[0].expand(len(c), 3), rand[:, 0])
+    e = torch.where((c[:, 1] < 1 / 3)[:, None], unit[1].expand(len(c), 3), rand[:, 1])
+    e = torch.where(((c[:, 1] >= 1 / 3) & (c[:, 1] < 2 / 3))[:, None], unit[2], e)
+    d = torch.where((c[:, 2] < 0.5)[:, None], unit[2].expand(len(c), 3), rand[:, 2])
+    return torch.stack([h, e, d], dim=1) * lengths[None, :, None]
+
+
+def restain(rgb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A (B, 3, H, W) batch on the 0-255 scale with its HED concentrations rendered in the
+    per-sample stain colours ``rows`` (B, 3, 3) instead of ``_RGB_FROM_HED``."""
+    x = rgb.double().clamp(1.0, 255.0) / 255.0
+    b, _, h, w = x.shape
+    flat = x.permute(0, 2, 3, 1).reshape(b, -1, 3)
+    stains = (torch.log(flat) / _LOG_ADJUST) @ torch.from_numpy(_HED_FROM_RGB)
+    flat = torch.exp(torch.bmm(stains * _LOG_ADJUST, rows.double())).clamp(0.0, 1.0)
+    return (flat.reshape(b, h, w, 3).permute(0, 3, 1, 2) * 255.0).to(rgb.dtype).contiguous()
 
 
 def apply_shift(
