@@ -9,8 +9,8 @@ Per sample, on clean RGB patches on the 0-255 scale, before noise is added:
   factor (log-uniform in ``1/saturation .. saturation``);
 * a random **permutation of the colour channels** with probability ``permute``;
 * with probability ``restain``, a **re-staining** first: the patch's H, E and DAB
-  concentrations are drawn again in other stain colours (eosin's as DAB or a random
-  colour, DAB's as a random colour, haematoxylin's as itself or a random colour), so
+  concentrations are drawn again in other stain colours (eosin's as eosin, DAB or a random
+  colour; DAB's as DAB or a random colour; haematoxylin's as itself or a random colour), so
   brown-and-blue immunostains and other pairs are seen, not only H&E's pink and purple;
 * with probability ``gray``, a nearly **colourless** copy (saturation × 0-0.25): bright-field
   images with little colour, where the three channels carry the same structure.

@@ -18,7 +18,7 @@ from ..models.shuffle import ShuffleGenerator, fit_whole_image
 #: Tile edge when none is given, per device type; denoise and restore both use it. A CPU
 #: runs one tile at a time: 1024² tiles left the caches (docs/benchmarks.md §7j), and 576
 #: rather than 512 cuts a 1024² or 1536² plane into 2 or 3 tiles per axis instead of 3 or
-#: 4, 10-13 % less time (§7z).
+#: 4, 10-14 % less time on an AMD EPYC without AMX (§7z; not measured on an Intel Xeon with AMX).
 DEFAULT_TILE = {"cpu": 576, "cuda": 1024, "mps": 512}
 BLEND = 8  # half-width of the linear cross-fade between neighbouring tiles
 #: Balanced tiles are a multiple of this many pixels: some odd widths of the activations
