@@ -105,15 +105,31 @@ def restain_rows(choice: torch.Tensor, random_od: torch.Tensor) -> torch.Tensor:
     return torch.stack([h, e, d], dim=1) * lengths[None, :, None]
 
 
+def _stains(rgb: torch.Tensor) -> torch.Tensor:
+    """The H, E, DAB concentrations (B, H*W, 3) of a (B, 3, H, W) batch on the 0-255 scale
+    (``skimage.color.rgb2hed``'s, in float64)."""
+    x = rgb.double().clamp(1.0, 255.0) / 255.0
+    flat = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, 3)
+    return (torch.log(flat) / _LOG_ADJUST) @ torch.from_numpy(_HED_FROM_RGB)
+
+
+def _rendered(stains: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """RGB on the 0-1 scale (B, H*W, 3) of concentrations drawn in the stain colours ``rows``
+    ((3, 3), or (B, 3, 3) per sample)."""
+    return torch.exp((stains * _LOG_ADJUST) @ rows).clamp(0.0, 1.0)
+
+
+def _as_batch(flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, H*W, 3) RGB on the 0-1 scale back to a batch shaped and typed as ``like``."""
+    b, _, h, w = like.shape
+    out = flat.clamp(0.0, 1.0).reshape(b, h, w, 3).permute(0, 3, 1, 2) * 255.0
+    return out.to(like.dtype).contiguous()
+
+
 def restain(rgb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """A (B, 3, H, W) batch on the 0-255 scale with its HED concentrations rendered in the
     per-sample stain colours ``rows`` (B, 3, 3) instead of ``_RGB_FROM_HED``."""
-    x = rgb.double().clamp(1.0, 255.0) / 255.0
-    b, _, h, w = x.shape
-    flat = x.permute(0, 2, 3, 1).reshape(b, -1, 3)
-    stains = (torch.log(flat) / _LOG_ADJUST) @ torch.from_numpy(_HED_FROM_RGB)
-    flat = torch.exp(torch.bmm(stains * _LOG_ADJUST, rows.double())).clamp(0.0, 1.0)
-    return (flat.reshape(b, h, w, 3).permute(0, 3, 1, 2) * 255.0).to(rgb.dtype).contiguous()
+    return _as_batch(_rendered(_stains(rgb), rows.double()), rgb)
 
 
 def apply_shift(
@@ -125,14 +141,8 @@ def apply_shift(
 ) -> torch.Tensor:
     """Apply per-sample HED scale/shift (B, 3), hue rotation (B,, radians) and saturation
     (B,) to a (B, 3, H, W) batch on the 0-255 scale; the result is clipped to 0-255."""
-    x = rgb.double().clamp(1.0, 255.0) / 255.0
-    b, _, h, w = x.shape
-    flat = x.permute(0, 2, 3, 1).reshape(b, -1, 3)
-    hed_from_rgb = torch.from_numpy(_HED_FROM_RGB)
-    rgb_from_hed = torch.from_numpy(_RGB_FROM_HED)
-    stains = (torch.log(flat) / _LOG_ADJUST) @ hed_from_rgb
-    stains = stains * scale.double()[:, None, :] + shift.double()[:, None, :]
-    flat = torch.exp((stains * _LOG_ADJUST) @ rgb_from_hed).clamp(0.0, 1.0)
+    stains = _stains(rgb) * scale.double()[:, None, :] + shift.double()[:, None, :]
+    flat = _rendered(stains, torch.from_numpy(_RGB_FROM_HED))
     # Hue rotation about the gray axis (Rodrigues) and saturation about the pixel's gray.
     k = torch.full((3,), 1 / math.sqrt(3.0), dtype=torch.float64)
     kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=torch.float64)
@@ -143,8 +153,7 @@ def apply_shift(
     flat = flat @ rot.transpose(1, 2)
     gray = flat.mean(dim=2, keepdim=True)
     flat = gray + saturation.double()[:, None, None] * (flat - gray)
-    out = flat.clamp(0.0, 1.0).reshape(b, h, w, 3).permute(0, 3, 1, 2) * 255.0
-    return out.to(rgb.dtype).contiguous()
+    return _as_batch(flat, rgb)
 
 
 #: The fixed colour shifts of the stain-robustness validation: (name, HED scale, HED
