@@ -175,10 +175,13 @@ def _config_value(config: Path, key: str) -> str | None:
     return None
 
 
-def _run(config: Path, out: Path, deadline: float, stop_after: int | None = None) -> str:
+def _run(
+    config: Path, out: Path, deadline: float, stop_after: int | None = None
+) -> tuple[int, str]:
     """Train ``config`` into ``out`` until it ends or ``deadline`` (then stopped with SIGINT,
     which saves a checkpoint and the model so far), or once its last checkpoint has reached
-    ``stop_after`` iterations (for checks of resuming); resumes from its last checkpoint."""
+    ``stop_after`` iterations (for checks of resuming); resumes from its last checkpoint.
+    Returns the exit status (0 finished, 130 or -2 stopped) and a line for the report."""
     last = Path(f"{out}-checkpoints/last")
     cmd = [sys.executable, "-m", "napari_wgan_denoise.cli", "train", "--config", str(config)]
     cmd += ["-o", str(out), "--overwrite", "-q"]
@@ -196,7 +199,7 @@ def _run(config: Path, out: Path, deadline: float, stop_after: int | None = None
                 child.wait()
             break
         time.sleep(0.2)
-    return f"exit {child.returncode}, iteration {_iteration(last)}"
+    return child.returncode, f"exit {child.returncode}, iteration {_iteration(last)}"
 
 
 def _prune(root: Path, family: str, total: dict[str, int], keep: int | None) -> None:
@@ -238,7 +241,8 @@ def train(
     stop_after: int | None = None,
 ) -> int:
     """Train the family's MSE run, then its WGAN twin, for at most ``minutes`` in all
-    (``stop_after``: stop each run once its checkpoint has reached that iteration)."""
+    (``stop_after``: stop each run once its checkpoint has reached that iteration); 1 if a
+    run failed (the state is packed all the same)."""
     deadline = time.monotonic() + 60.0 * minutes
     names = _names(root, family)
     config = {kind: configs / f"{family}-{kind}.yaml" for kind in names}
@@ -247,6 +251,7 @@ def train(
     keep = int(keep_value.strip("[]").split(",")[0]) if keep_value.strip("[]") else None
     (root / family).mkdir(parents=True, exist_ok=True)
     report: dict[str, str] = {}
+    failed = False
     for kind in ("mse", "wgan"):
         if _reached(names[kind]) >= total[kind]:
             report[kind] = "finished before"
@@ -258,13 +263,14 @@ def train(
         if deadline - time.monotonic() < min(60.0, 15.0 * minutes):
             report[kind] = "no time left in this call"
             continue
-        report[kind] = _run(config[kind], names[kind], deadline, stop_after)
+        code, report[kind] = _run(config[kind], names[kind], deadline, stop_after)
+        failed = failed or code not in (0, 130, -signal.SIGINT)
     _prune(root, family, total, keep)
     print(json.dumps(report))
     if out is not None:
         for part in pack(root, family, out):
             print(f"{part} ({part.stat().st_size / 2**20:.1f} MiB)")
-    return 0
+    return 1 if failed else 0
 
 
 def collect(family: str, root: Path, folder: Path) -> int:

@@ -129,3 +129,14 @@ def test_the_gpu_configs_are_valid_and_name_the_data_that_prepare_copies() -> No
             assert named == copied, (family, kind)
             assert "architecture: srresnet" in text
             assert "n_blocks: 16, features: 64" in text
+
+
+def test_a_run_that_fails_makes_the_call_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _configs(Path("configs"))  # its data folder does not exist
+    assert gpu_zoo.train("gray", Path("runs/gpu"), Path("configs"), minutes=2, out=None) == 1
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["mse"].startswith("exit ") and not report["mse"].startswith("exit 0")
+    assert report["wgan"] == "waits for the MSE run to finish"
