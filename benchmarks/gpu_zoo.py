@@ -33,6 +33,9 @@ import tarfile
 import time
 from pathlib import Path
 
+from napari_wgan_denoise.models.model import model_paths, read_card
+from napari_wgan_denoise.validation import load_config_file
+
 DATA = Path("../shared/data")
 #: The family's data: (source folder, folder under ROOT/data), as the configs name them.
 FAMILY_DATA = {
@@ -88,10 +91,8 @@ def _copy_tree(src: Path, dst: Path, fmd_frames: int | None) -> None:
         return
     shutil.copytree(src / "gt", dst / "gt")
     for field in sorted((src / "raw").iterdir()):
-        frames = sorted(field.glob("*.png"))
-        keep = frames[:fmd_frames]
         (dst / "raw" / field.name).mkdir(parents=True)
-        for f in keep:
+        for f in sorted(field.glob("*.png"))[:fmd_frames]:
             shutil.copy2(f, dst / "raw" / field.name / f.name)
 
 
@@ -127,10 +128,10 @@ def prepare(family: str, root: Path, fmd_frames: int | None, wheels: bool) -> in
             check=True,
         )  # fmt: skip
     carry = carry_list(root, family)
-    fixed = _tracked_size() + sum(
-        _size(Path(p)) for p in carry if Path(p).exists() and "-checkpoints" not in p
-    )
-    travel = fixed + sum(_size(Path(p)) for p in carry if "-checkpoints" in p and Path(p).exists())
+    sizes = {p: _size(Path(p)) for p in carry if Path(p).exists()}
+    state = sum(size for p, size in sizes.items() if "-checkpoints" in p)
+    fixed = _tracked_size() + sum(sizes.values()) - state
+    travel = fixed + state
     print(
         f"carry ({travel / 2**20:.1f} MiB with the tracked files now, "
         f"{(fixed + STATE_ALLOWANCE) / 2**20:.1f} MiB with the largest checkpoint a later call "
@@ -159,20 +160,8 @@ def _iteration(checkpoint: Path) -> int:
 
 def _reached(out: Path) -> int:
     """The iteration a run has reached: its model card's or its last checkpoint's."""
-    card = Path(f"{out}.json")
-    done = (
-        json.loads(card.read_text()).get("training", {}).get("iterations", 0)
-        if card.exists()
-        else 0
-    )
-    return max(int(done), _iteration(Path(f"{out}-checkpoints/last")))
-
-
-def _config_value(config: Path, key: str) -> str | None:
-    for line in config.read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return line.split(":", 1)[1].strip()
-    return None
+    card = read_card(out)["training"]["iterations"] if model_paths(out)[1].exists() else 0
+    return max(int(card), _iteration(Path(f"{out}-checkpoints/last")))
 
 
 def _run(
@@ -246,9 +235,9 @@ def train(
     deadline = time.monotonic() + 60.0 * minutes
     names = _names(root, family)
     config = {kind: configs / f"{family}-{kind}.yaml" for kind in names}
-    total = {kind: int(_config_value(config[kind], "iterations") or 0) for kind in names}
-    keep_value = _config_value(config["mse"], "keep_checkpoints") or "[]"
-    keep = int(keep_value.strip("[]").split(",")[0]) if keep_value.strip("[]") else None
+    settings = {kind: load_config_file(config[kind]) for kind in names}
+    total = {kind: int(settings[kind]["iterations"]) for kind in names}
+    keep = next(iter(settings["mse"].get("keep_checkpoints") or []), None)
     (root / family).mkdir(parents=True, exist_ok=True)
     report: dict[str, str] = {}
     failed = False

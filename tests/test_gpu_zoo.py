@@ -15,6 +15,8 @@ import skimage.data
 import skimage.io
 from benchmarks import gpu_zoo
 
+from napari_wgan_denoise.models.model import read_card
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """clean: runs/gpu/data/gray/train400
 noise: "gaussian:0-55"
@@ -41,10 +43,6 @@ def _configs(folder: Path) -> None:
     )
     warm = "warm_start: runs/gpu/gray/gray-mse-checkpoints/iter-40"
     (folder / "gray-wgan.yaml").write_text(CONFIG.format(loss="wgan", iterations=200, extra=warm))
-
-
-def _card(path: Path) -> dict:
-    return json.loads(path.with_suffix(".json").read_text())
 
 
 def test_a_stopped_call_resumes_in_the_next_and_the_twin_starts_from_the_kept_checkpoint(
@@ -76,7 +74,7 @@ def test_a_stopped_call_resumes_in_the_next_and_the_twin_starts_from_the_kept_ch
 
     # call 2: the MSE run resumes and ends, then its twin trains from iteration 40
     assert gpu_zoo.train("gray", root, configs, minutes=3, out=Path("out2")) == 0
-    mse_card, wgan_card = _card(mse), _card(root / "gray/gray-wgan")
+    mse_card, wgan_card = read_card(mse), read_card(root / "gray/gray-wgan")
     assert mse_card["training"]["iterations"] == 200
     assert wgan_card["training"]["iterations"] == 200
     assert wgan_card["training"]["loss"] == "wgan"
