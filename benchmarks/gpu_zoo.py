@@ -160,8 +160,8 @@ def _iteration(checkpoint: Path) -> int:
 
 def _reached(out: Path) -> int:
     """The iteration a run has reached: its model card's or its last checkpoint's."""
-    card = read_card(out)["training"]["iterations"] if model_paths(out)[1].exists() else 0
-    return max(int(card), _iteration(Path(f"{out}-checkpoints/last")))
+    saved = read_card(out)["training"]["iterations"] if model_paths(out)[1].exists() else 0
+    return max(int(saved), _iteration(Path(f"{out}-checkpoints/last")))
 
 
 def _run(
