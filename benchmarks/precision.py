@@ -37,6 +37,10 @@ ARCHS = {
     "unet K=48": ("unet", {"features": 48, "bottleneck": 24}),
     "shuffle 12x64": ("shuffle", {"features": 64, "depth": 12}),
     "shuffle 16x80": ("shuffle", {"features": 80, "depth": 16}),
+    "shuffle 16x64, noise level (shipped gray, cells)": (
+        "shuffle",
+        {"features": 64, "depth": 16, "noise_level": True},
+    ),
 }
 
 
@@ -57,9 +61,18 @@ class _Random:
         return {"kind": "random"}
 
 
-def step_time(arch: str, config: dict, precision: str, loss: str = "mse", steps: int = 6) -> float:
+def step_time(
+    arch: str,
+    config: dict,
+    precision: str,
+    loss: str = "mse",
+    steps: int = 6,
+    channels_last: bool = True,
+) -> float:
     """Median CPU seconds of one training iteration (after two warm-up steps). CPU time of
-    this one-thread process, not wall time, so the ratio holds on a loaded machine."""
+    this one-thread process, not wall time, so the ratio holds on a loaded machine.
+    ``channels_last=False`` times the trainer with its tensors in the default (NCHW) layout,
+    as it ran before it switched to channels-last on the CPU."""
     cfg = TrainConfig(
         architecture=arch,
         arch_config=config,
@@ -72,6 +85,11 @@ def step_time(arch: str, config: dict, precision: str, loss: str = "mse", steps:
         lr=1e-4,
     )
     trainer = Trainer(cfg, _Random())
+    if not channels_last:
+        trainer.channels_last = False
+        for net in (trainer.generator, trainer.critic):
+            if net is not None:
+                net.to(memory_format=torch.contiguous_format)
     times = []
     for _ in range(steps + 2):
         t = time.process_time()
@@ -111,17 +129,34 @@ def main() -> None:
     }
     print(f"CPU native bf16: {cpu_has_bf16()}; threads: {torch.get_num_threads()}")
     if not args.skip_training:
-        print("\n| training step (32 x 64², one thread) | fp32 CPU-s | bf16 CPU-s | speed-up |")
-        print("|---|---:|---:|---:|")
+        print(
+            "\n| training step (32 x 64², one thread) | fp32 NCHW | fp32 | bf16 NCHW | bf16 "
+            "| bf16 over fp32 | channels-last, bf16 |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
         rows = [(n, a, c, "mse") for n, (a, c) in ARCHS.items()]
         rows.append(
             ("shuffle 12x64, WGAN-GP iteration", "shuffle", ARCHS["shuffle 12x64"][1], "wgan")
         )
         for name, arch, cfg, loss in rows:
+            fp32_nchw = step_time(arch, cfg, "fp32", loss, channels_last=False)
             fp32 = step_time(arch, cfg, "fp32", loss)
+            bf16_nchw = step_time(arch, cfg, "bf16", loss, channels_last=False)
             bf16 = step_time(arch, cfg, "bf16", loss)
-            result["training"].append({"name": name, "fp32_s": fp32, "bf16_s": bf16})
-            print(f"| {name} | {fp32:.3f} | {bf16:.3f} | {fp32 / bf16:.2f}x |", flush=True)
+            result["training"].append(
+                {
+                    "name": name,
+                    "fp32_nchw_s": fp32_nchw,
+                    "fp32_s": fp32,
+                    "bf16_nchw_s": bf16_nchw,
+                    "bf16_s": bf16,
+                }
+            )
+            print(
+                f"| {name} | {fp32_nchw:.3f} | {fp32:.3f} | {bf16_nchw:.3f} | {bf16:.3f} "
+                f"| {fp32 / bf16:.2f}x | {bf16_nchw / bf16:.2f}x |",
+                flush=True,
+            )
     print(
         f"\n| model ({args.clean}, σ {args.sigma:g}) | PSNR fp32 | PSNR bf16 | Δ dB "
         "| CPU-s/MP fp32 | CPU-s/MP bf16 |"
