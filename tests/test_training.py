@@ -154,7 +154,8 @@ def test_resume_continues_identically(clean_dir, tmp_path):
 
 def test_cpu_training_runs_channels_last(clean_dir):
     """On the CPU the networks and their batches are channels-last (oneDNN's faster layout
-    there); a step in that layout computes what a step in the default layout does."""
+    there); a step in that layout computes what a step in the default layout does, and the
+    trained model comes back in the default layout."""
     cfg = _config(loss="wgan", iterations=1, precision="fp32")
     fast = Trainer(cfg, make_source(clean=clean_dir, noise="gaussian:25", seed=0))
     conv = next(m for m in fast.generator.modules() if isinstance(m, torch.nn.Conv2d))
@@ -172,6 +173,8 @@ def test_cpu_training_runs_channels_last(clean_dir):
     assert a.g_loss == pytest.approx(b.g_loss, rel=1e-4)
     for p, q in zip(fast.generator.parameters(), plain.generator.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    # the trained model leaves in the default layout, as its file loads
+    assert fast.run().network is fast.generator and conv.weight.is_contiguous()
 
 
 def test_deterministic_for_a_seed(clean_dir):

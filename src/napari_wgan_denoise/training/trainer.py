@@ -426,8 +426,15 @@ class Trainer:
             }
         )
 
+    def plain_generator(self) -> torch.nn.Module:
+        """The generator in the default memory layout, as a model loaded from its file has
+        it: channels-last is the trainer's speed choice on the CPU, not part of the model
+        (the same weights in another layout round differently)."""
+        return self.generator.to(memory_format=torch.contiguous_format)
+
     def _finish(self, pairs: list) -> DenoiseModel:
         cfg = self.config
+        self.plain_generator()
         metrics = validate(self.generator, pairs, self.device) if pairs else {}
         metrics = {
             **metrics,

@@ -190,7 +190,7 @@ def run_finetune(
     result = _loop(strategy, s, trainer, targets, data.preview, progress, cancel)
     trainer.generator.load_state_dict(result["best"]["state"])
     trainer.generator.eval()
-    model.network = trainer.generator.cpu()
+    model.network = trainer.plain_generator().cpu()
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     model.card.update(
         name=config.name or f"{base_model.name}-ft-{config.mode}-{stamp}",
