@@ -168,7 +168,8 @@ class Trainer:
         # the losses and the gradient penalty are computed in fp32 (see step()).
         self.amp = bool(config.amp) and use_bf16(self.device, config.precision)
         # On the CPU, oneDNN's convolutions run faster on channels-last (NHWC) tensors, in
-        # training as in inference (denoise()); the arithmetic is the same.
+        # training as in inference (denoise()); the same arithmetic, rounded in another
+        # order. The trained model leaves in the default layout (plain_generator()).
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             self.generator.to(memory_format=torch.channels_last)
