@@ -86,10 +86,7 @@ def step_time(
     )
     trainer = Trainer(cfg, _Random())
     if not channels_last:
-        trainer.channels_last = False
-        for net in (trainer.generator, trainer.critic):
-            if net is not None:
-                net.to(memory_format=torch.contiguous_format)
+        trainer.set_channels_last(False)
     times = []
     for _ in range(steps + 2):
         t = time.process_time()

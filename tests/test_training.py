@@ -164,9 +164,7 @@ def test_cpu_training_runs_channels_last(clean_dir):
     noisy, _ = fast._batch()
     assert noisy.is_contiguous(memory_format=torch.channels_last)
     plain = Trainer(cfg, make_source(clean=clean_dir, noise="gaussian:25", seed=0))
-    plain.channels_last = False
-    plain.generator.to(memory_format=torch.contiguous_format)
-    plain.critic.to(memory_format=torch.contiguous_format)
+    plain.set_channels_last(False)
     fast.rng.manual_seed(1)
     plain.rng.manual_seed(1)
     a, b = fast.step(), plain.step()

@@ -170,15 +170,20 @@ class Trainer:
         # On the CPU, oneDNN's convolutions run faster on channels-last (NHWC) tensors, in
         # training as in inference (denoise()); the same arithmetic, rounded in another
         # order. The trained model leaves in the default layout (plain_generator()).
-        self.channels_last = self.device.type == "cpu"
-        if self.channels_last:
-            self.generator.to(memory_format=torch.channels_last)
-            if self.critic is not None:
-                self.critic.to(memory_format=torch.channels_last)
+        self.set_channels_last(self.device.type == "cpu")
         self.cpu_time = 0.0
         self.warm_started: dict[str, Any] | None = None
         #: Set by whoever passed ``init``: where its weights came from, for the card.
         self.initialised_from: dict[str, Any] | None = None
+
+    def set_channels_last(self, on: bool) -> None:
+        """Train in channels-last (``on``) or in the default layout: the networks and every
+        batch from now on."""
+        self.channels_last = bool(on)
+        layout = torch.channels_last if on else torch.contiguous_format
+        for net in (self.generator, self.critic):
+            if net is not None:
+                net.to(memory_format=layout)
 
     # -- checkpoints -------------------------------------------------------------------
     def _parts(self) -> tuple[dict, dict, dict]:
