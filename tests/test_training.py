@@ -185,6 +185,24 @@ def test_cpu_training_runs_channels_last(clean_dir):
     assert fast.run().network is fast.generator and conv.weight.is_contiguous()
 
 
+def test_run_in_parts_trains_channels_last_each_part(clean_dir):
+    """A run in parts trains every part in the trainer's layout, though each part hands its
+    model back in the default one."""
+    cfg = _config(iterations=2, precision="fp32")
+    trainer = Trainer(cfg, make_source(clean=clean_dir, noise="gaussian:25", seed=0))
+    conv = _layout_conv(trainer.generator)
+    trainer.run(iterations=1)
+    assert conv.weight.is_contiguous()
+    layouts = []
+    trainer.run(
+        progress=lambda st: layouts.append(
+            conv.weight.is_contiguous(memory_format=torch.channels_last)
+        )
+    )
+    assert layouts == [True]
+    assert conv.weight.is_contiguous()
+
+
 def test_deterministic_for_a_seed(clean_dir):
     runs = []
     for _ in range(2):

@@ -357,6 +357,8 @@ class Trainer:
         model with its card filled in. Checkpoints every ``checkpoint_every`` iterations;
         on cancel a checkpoint is written and :class:`Cancelled` raised."""
         cfg = self.config
+        # a run in parts: the previous part's _finish left the generator in the default layout
+        self.set_channels_last(self.channels_last)
         stop_at = (
             cfg.iterations
             if iterations is None
@@ -433,9 +435,10 @@ class Trainer:
         )
 
     def plain_generator(self) -> torch.nn.Module:
-        """The generator in the default memory layout, as a model loaded from its file has
-        it: channels-last is the trainer's speed choice on the CPU, not part of the model
-        (the same weights in another layout round differently)."""
+        """The generator, turned (in place) to the default memory layout, as a model loaded
+        from its file has it: channels-last is the trainer's speed choice on the CPU, not part
+        of the model (the same weights in another layout round differently). ``run`` turns it
+        back when training goes on."""
         return self.generator.to(memory_format=torch.contiguous_format)
 
     def _finish(self, pairs: list) -> DenoiseModel:
