@@ -199,6 +199,9 @@ def test_scripts_import_and_memory_case(monkeypatch):
 
 
 def test_report_says_whether_convolutions_were_fused(tiny_path, monkeypatch, capsys):
+    import torch
+
+    from napari_wgan_denoise.inference.devices import use_bf16
     from napari_wgan_denoise.inference.optimise import FUSION_ENV, fusion_works
 
     argv = ["--model", tiny_path, "--size", "32", "--repeats", "1", "--warmup", "0",
@@ -208,4 +211,5 @@ def test_report_says_whether_convolutions_were_fused(tiny_path, monkeypatch, cap
     assert "fused convolutions" not in capsys.readouterr().out
     monkeypatch.delenv(FUSION_ENV)
     assert main(argv) == 0
-    assert ("with fused convolutions" in capsys.readouterr().out) == fusion_works()
+    dtype = torch.bfloat16 if use_bf16(torch.device("cpu")) else torch.float32
+    assert ("with fused convolutions" in capsys.readouterr().out) == fusion_works(dtype)

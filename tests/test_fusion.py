@@ -11,15 +11,24 @@ from napari_wgan_denoise import denoise
 from napari_wgan_denoise.inference import optimise
 from napari_wgan_denoise.inference.optimise import (
     FUSION_ENV,
+    WINOGRAD_ENV,
     FusedBlock,
     FusedConv,
+    WinogradConv,
     fuse_convolutions,
     fusion_works,
+    winograd_convolutions,
+    winograd_enabled,
+    winograd_threads,
+    winograd_works,
 )
 from napari_wgan_denoise.models.registry import load_model
 from napari_wgan_denoise.models.shuffle import ShuffleConfig, ShuffleGenerator, _Block
 
 needs_fusion = pytest.mark.skipif(not fusion_works(), reason="torch build without oneDNN fusion")
+needs_bf16_fusion = pytest.mark.skipif(
+    not fusion_works(torch.bfloat16), reason="no oneDNN bf16 fusion on this CPU (AVX2)"
+)
 
 
 def _generator(depth: int, plain_body: bool = False) -> ShuffleGenerator:
@@ -60,7 +69,7 @@ def test_the_head_reads_the_image_in_fp32_under_bf16_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         net(x)
     assert seen == {"head": torch.float32, "body": torch.bfloat16}
-    if fusion_works():
+    if fusion_works(torch.bfloat16):
         fused = fuse_convolutions(net, torch.bfloat16)
         assert fused.head[0].weight.dtype == torch.float32
         assert fused.body[0].conv1.weight.dtype == torch.bfloat16
@@ -68,11 +77,11 @@ def test_the_head_reads_the_image_in_fp32_under_bf16_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         net(x)
     assert seen["head"] == torch.bfloat16
-    if fusion_works():
+    if fusion_works(torch.bfloat16):
         assert fuse_convolutions(net, torch.bfloat16).head[0].weight.dtype == torch.bfloat16
 
 
-@needs_fusion
+@needs_bf16_fusion
 def test_fused_bf16_generator_agrees_with_autocast():
     net = _generator(7)
     fused = fuse_convolutions(net, torch.bfloat16)
@@ -157,3 +166,67 @@ def test_a_failed_preparation_leaves_the_network_in_its_mode(monkeypatch):
     with pytest.raises(RuntimeError, match="no copy today"):
         denoise(np.zeros((32, 32), np.float32), net)
     assert net.training
+
+
+# -- Winograd convolutions (NNPACK) for fp32 on AVX2 CPUs -----------------------------------
+needs_winograd = pytest.mark.skipif(not winograd_works(), reason="torch build without NNPACK")
+
+
+@needs_winograd
+@pytest.mark.parametrize("batch", [1, 3])
+def test_winograd_generator_computes_what_the_plain_one_computes(batch):
+    torch.manual_seed(0)
+    config = ShuffleConfig(features=32, depth=6, noise_level=True)
+    net = ShuffleGenerator(3, config).eval()
+    nn.init.normal_(net.tail.weight, std=0.05)
+    fast = winograd_convolutions(net)
+    # the body's 32 -> 32 convolutions, and only they: the head and tail are narrower
+    assert sum(isinstance(m, WinogradConv) for m in fast.modules()) == 4
+    assert isinstance(fast.head[0], nn.Conv2d) and isinstance(fast.tail, nn.Conv2d)
+    assert not any(isinstance(m, WinogradConv) for m in net.modules())  # untouched
+    x = torch.rand(batch, 3, 40, 36).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+@needs_winograd
+def test_denoise_with_winograd_matches_denoise_without(monkeypatch):
+    model = load_model("gray-mse-fast")
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(128, 40, (96, 80)), 0, 255).astype(np.float32)
+    monkeypatch.setenv(WINOGRAD_ENV, "0")
+    assert not winograd_enabled()
+    plain = denoise(image, model, precision="fp32", value_range=(0, 255))
+    monkeypatch.setenv(WINOGRAD_ENV, "1")
+    assert winograd_enabled()
+    fast = denoise(image, model, precision="fp32", value_range=(0, 255))
+    assert np.abs(fast - plain).max() < 0.01  # of 255
+    assert np.abs(fast - image).mean() > 1  # it denoised
+    assert not any(isinstance(m, WinogradConv) for m in model.network.modules())
+
+
+@needs_winograd
+def test_winograd_network_runs_with_one_openmp_thread_and_restores_the_count():
+    """NNPACK has its own threads; OpenMP's spinning ones took its cores, so a network with
+    Winograd convolutions runs with one OpenMP thread, and the count comes back after,
+    also when the run stops with an exception (a cancel)."""
+    torch.manual_seed(0)
+    fast = winograd_convolutions(ShuffleGenerator(1, ShuffleConfig(features=32, depth=4)).eval())
+    seen: list[int] = []
+    hook = fast.body.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.rand(1, 1, 16, 16)
+        with torch.no_grad(), winograd_threads(fast):
+            fast(x)
+        assert seen == [1] and torch.get_num_threads() == 2
+        hook.remove()
+        fast.body.register_forward_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("stop")))
+        with pytest.raises(RuntimeError, match="stop"), winograd_threads(fast):
+            fast(x)
+        assert torch.get_num_threads() == 2
+        with winograd_threads(_generator(5)):  # no Winograd convolution: nothing changes
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

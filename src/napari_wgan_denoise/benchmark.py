@@ -292,8 +292,9 @@ def run_benchmark(
         from .inference.devices import use_bf16
         from .inference.optimise import fusion_enabled
 
-        info["cpu_precision"] = "bf16" if use_bf16(dev) else "fp32"
-        info["fused_convolutions"] = fusion_enabled()
+        bf16 = use_bf16(dev)
+        info["cpu_precision"] = "bf16" if bf16 else "fp32"
+        info["fused_convolutions"] = fusion_enabled(torch.bfloat16 if bf16 else torch.float32)
     named = resolve_models(models, reference)
     result: dict[str, Any] = {"machine": info, "command": command, "rows": []}
     if matmul:

@@ -122,32 +122,31 @@ def _fusable(conv: nn.Module) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def fusion_works() -> bool:
-    """Whether this torch build has oneDNN's fused convolutions and they compute what the
-    plain layers compute (checked once, on a small input, in fp32 and bf16)."""
+@functools.lru_cache(maxsize=2)
+def fusion_works(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch build has oneDNN's fused convolutions in ``dtype`` and they compute
+    what the plain layers compute (checked once per dtype, on a small input). bf16 needs
+    AVX-512 (or AVX-NE-CONVERT): on an AVX2 CPU only fp32 fuses."""
     if _pointwise() is None or not torch.backends.mkldnn.is_available():
         return False
     gen = torch.Generator().manual_seed(0)
     conv1, conv2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
     x = torch.randn(1, 4, 9, 7, generator=gen)
+    tol = 0.1 if dtype == torch.bfloat16 else 1e-4
     try:
         with torch.no_grad():
             expected = conv2(torch.relu(conv1(x))) + x
-            for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 0.1)):
-                block = FusedBlock(FusedConv(conv1, True, dtype), FusedConv(conv2, False, dtype))
-                got = block(x.contiguous(memory_format=torch.channels_last)).float()
-                if got.shape != expected.shape or not torch.allclose(got, expected, atol=tol):
-                    return False
+            block = FusedBlock(FusedConv(conv1, True, dtype), FusedConv(conv2, False, dtype))
+            got = block(x.contiguous(memory_format=torch.channels_last)).float()
     except RuntimeError:
         return False
-    return True
+    return got.shape == expected.shape and torch.allclose(got, expected, atol=tol)
 
 
-def fusion_enabled() -> bool:
-    """Whether CPU inference fuses convolutions here: this torch build can
+def fusion_enabled(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether CPU inference in ``dtype`` fuses convolutions here: this torch build can
     (:func:`fusion_works`) and ``$NAPARI_WGAN_DENOISE_FUSION`` is not ``0``."""
-    return os.environ.get(FUSION_ENV, "").strip() != "0" and fusion_works()
+    return os.environ.get(FUSION_ENV, "").strip() != "0" and fusion_works(dtype)
 
 
 def _fusable_block(module: nn.Module) -> bool:
@@ -182,7 +181,7 @@ def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
     once (docs/benchmarks.md §7m)."""
     if isinstance(network, torch.jit.ScriptModule):
         return network
-    if not _has_fusable(network) or not fusion_enabled():
+    if not _has_fusable(network) or not fusion_enabled(dtype):
         return network
     net = copy.deepcopy(network)
     changed = False
@@ -207,6 +206,111 @@ def fuse_convolutions(network: nn.Module, dtype: torch.dtype) -> nn.Module:
     return net if changed else network
 
 
+#: Set to "0" to keep oneDNN's direct convolutions on CPUs where the Winograd ones would be
+#: used (for comparison); set to "1" to use them on any CPU with NNPACK.
+WINOGRAD_ENV = "NAPARI_WGAN_DENOISE_WINOGRAD"
+#: The narrowest convolution (input and output features) that runs Winograd: NNPACK is
+#: slower than oneDNN on the shuffle networks' head and tail (13 -> 64, 64 -> 12 features).
+WINOGRAD_MIN_FEATURES = 32
+
+
+class WinogradConv(nn.Module):
+    """A 3x3, stride-1 convolution run by NNPACK's Winograd kernels in fp32: 2.25x fewer
+    multiplies than the direct convolution, the same result up to float rounding; CPU only."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach().float().contiguous().clone())
+        bias = conv.bias.detach().float().clone() if conv.bias is not None else None
+        self.register_buffer("bias", bias)
+        self.padding = [int(conv.padding[1])] * 2 + [int(conv.padding[0])] * 2  # type: ignore[index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().contiguous()
+        # one image per call: NNPACK's batched algorithm took 2x the time per image (AVX2)
+        outs = [
+            torch._nnpack_spatial_convolution(x[i : i + 1], self.weight, self.bias, self.padding)
+            for i in range(x.shape[0])
+        ]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _winograd_able(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_FEATURES
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def winograd_works() -> bool:
+    """Whether this torch build has NNPACK and its convolution computes what the plain
+    layer computes (checked once, on a small input)."""
+    try:
+        if not torch._nnpack_available():  # also initialises NNPACK
+            return False
+        gen = torch.Generator().manual_seed(0)
+        conv = nn.Conv2d(32, 32, 3, padding=1)
+        x = torch.randn(1, 32, 11, 9, generator=gen)
+        with torch.no_grad():
+            expected, got = conv(x), WinogradConv(conv)(x)
+    except (AttributeError, RuntimeError):
+        return False
+    return got.shape == expected.shape and torch.allclose(got, expected, atol=1e-4)
+
+
+def winograd_enabled() -> bool:
+    """Whether fp32 CPU inference runs the wide 3x3 convolutions as Winograd ones: on CPUs
+    whose widest vector unit is AVX2 (no AVX-512, so no bf16 either), where NNPACK runs the
+    shuffle networks' body convolutions 1.5-2x faster than oneDNN (docs/benchmarks.md §7af);
+    ``$NAPARI_WGAN_DENOISE_WINOGRAD`` set to ``0`` or ``1`` overrides."""
+    env = os.environ.get(WINOGRAD_ENV, "").strip()
+    if env == "0":
+        return False
+    if env != "1" and torch.backends.cpu.get_cpu_capability() != "AVX2":
+        return False
+    return winograd_works()
+
+
+@contextmanager
+def winograd_threads(network: nn.Module) -> Iterator[None]:
+    """Run ``network`` (a prepared copy) with one OpenMP thread where it holds Winograd
+    convolutions: NNPACK runs them on its own pool of threads (sized by the thread count at
+    its first use), and OpenMP's threads, spinning between their own operations, took its
+    cores (on 2 cores, 2 OpenMP threads made the network slower than 1; the other
+    operations are a few per cent of its work). Elsewhere nothing changes."""
+    threads = torch.get_num_threads()
+    if threads == 1 or not any(isinstance(m, WinogradConv) for m in network.modules()):
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def winograd_convolutions(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` for fp32 CPU inference whose wide 3x3 convolutions run as
+    :class:`WinogradConv`, or ``network`` itself where it has none."""
+    if isinstance(network, torch.jit.ScriptModule) or not any(
+        _winograd_able(m) for m in network.modules()
+    ):
+        return network
+    net = copy.deepcopy(network)
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if _winograd_able(child):
+                setattr(module, name, WinogradConv(child))
+    return net
+
+
 #: Inference copies of networks (batch norm folded; on the CPU channels-last and fused), kept
 #: between calls so that a stack of small images, a preview or an evaluation does not copy
 #: and convert the weights for every call (0.02-0.05 s on 2 quiet cores, up to 0.5 s when
@@ -225,6 +329,7 @@ class _Signature(NamedTuple):
     device: str
     dtype: torch.dtype | None
     fused: bool
+    winograd: bool
     weights: tuple
 
 
@@ -236,7 +341,8 @@ def _signature(network: nn.Module, device: torch.device, dtype: torch.dtype | No
     return _Signature(
         str(device),
         dtype,
-        fusion_enabled(),
+        fusion_enabled(dtype or torch.float32),
+        winograd_enabled(),
         tuple(
             (t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype, tuple(t.shape))
             for t in tensors
@@ -246,6 +352,9 @@ def _signature(network: nn.Module, device: torch.device, dtype: torch.dtype | No
 
 def _prepare(network: nn.Module, device: torch.device, dtype: torch.dtype | None) -> nn.Module:
     net = fold_batch_norm(network).to(device)
+    if device.type == "cpu" and dtype in (None, torch.float32) and winograd_enabled():
+        # the rest fused in fp32; NCHW throughout, NNPACK's layout
+        return fuse_convolutions(winograd_convolutions(net), torch.float32)
     if device.type == "cpu":
         # fused first: the copy, not the caller's network, goes channels-last
         net = fuse_convolutions(net, dtype or torch.float32)

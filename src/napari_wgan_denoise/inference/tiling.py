@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import Cancelled
 from ..models.shuffle import ShuffleGenerator, fit_whole_image
+from .optimise import winograd_threads
 
 #: Tile edge when none is given, per device type; denoise and restore both use it. A CPU
 #: runs one tile at a time: 1024² tiles left the caches (docs/benchmarks.md §7j), and 576
@@ -316,7 +317,8 @@ def _run_batch(
         with torch.autocast(device_type=device.type, dtype=half):
             y = network(x)
     else:
-        y = network(x)
+        with winograd_threads(network):
+            y = network(x)
     return y.float().cpu().numpy()
 
 
