@@ -1,5 +1,6 @@
 """Scratch: `wgan-denoise train` with every generator weight frozen except those whose names
 start with $TRAIN_ONLY (comma-separated prefixes, default "refine.")."""
+
 import os
 import sys
 
