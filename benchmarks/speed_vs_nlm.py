@@ -6,6 +6,7 @@ than NLM, ≤ 1 s/MP on 2 cores) as a ratio measured in one run (docs/benchmarks
 default (they are on where the CPU's widest vectors are AVX2).
 
     OMP_NUM_THREADS=2 python3 benchmarks/speed_vs_nlm.py --switch winograd
+    OMP_NUM_THREADS=2 python3 benchmarks/speed_vs_nlm.py --families cells --model cells=runs/zoo/c10
 """
 
 from __future__ import annotations
@@ -68,14 +69,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sigma", type=float, default=25.0)
     ap.add_argument("--switch", choices=("winograd",), default=None)
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="FAMILY=MODEL (a name or a path), timed beside the family's shipped models",
+    )
     args = ap.parse_args(argv)
+    extra: dict[str, list[str]] = {}
+    for item in args.model:
+        family, _, name = item.partition("=")
+        if family not in SETS or not name:
+            ap.error(f"--model takes FAMILY=MODEL with FAMILY one of {sorted(SETS)}, got {item!r}")
+        extra.setdefault(family, []).append(name)
     print(f"threads {torch.get_num_threads()}, CPU {torch.backends.cpu.get_cpu_capability()}")
     print("family | method | s/MP (median of repeats) | / NLM")
     for family in args.families:
         images = _images(family, args.sigma, args.images)
         megapixels = sum(i.shape[0] * i.shape[1] for i in images) / 1e6
         methods: dict[str, object] = {}
-        for name in SETS[family][3]:
+        for name in (*SETS[family][3], *extra.get(family, [])):
             model = load_model(name)
             methods[name] = (model, None)
             if args.switch:
