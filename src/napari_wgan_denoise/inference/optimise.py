@@ -122,7 +122,7 @@ def _fusable(conv: nn.Module) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=2)
+@functools.cache
 def fusion_works(dtype: torch.dtype = torch.float32) -> bool:
     """Whether this torch build has oneDNN's fused convolutions in ``dtype`` and they compute
     what the plain layers compute (checked once per dtype, on a small input). bf16 needs
@@ -267,9 +267,10 @@ def winograd_works() -> bool:
 
 def winograd_enabled() -> bool:
     """Whether fp32 CPU inference runs the wide 3x3 convolutions as Winograd ones: on CPUs
-    whose widest vector unit is AVX2 (no AVX-512, so no bf16 either), where NNPACK runs the
-    shuffle networks' body convolutions 1.5-2x faster than oneDNN (docs/benchmarks.md §7af);
-    ``$NAPARI_WGAN_DENOISE_WINOGRAD`` set to ``0`` or ``1`` overrides."""
+    whose widest vector unit is AVX2 (no AVX-512, so no bf16 either), where NNPACK ran the
+    shuffle networks' body convolutions 1.5-1.6x faster than oneDNN and whole images
+    1.2-1.3x faster on 2 threads (docs/benchmarks.md §7af); ``$NAPARI_WGAN_DENOISE_WINOGRAD``
+    set to ``0`` or ``1`` overrides."""
     env = os.environ.get(WINOGRAD_ENV, "").strip()
     if env == "0":
         return False
@@ -353,7 +354,7 @@ def _signature(network: nn.Module, device: torch.device, dtype: torch.dtype | No
 def _prepare(network: nn.Module, device: torch.device, dtype: torch.dtype | None) -> nn.Module:
     net = fold_batch_norm(network).to(device)
     if device.type == "cpu" and dtype in (None, torch.float32) and winograd_enabled():
-        # the rest fused in fp32; NCHW throughout, NNPACK's layout
+        # the rest fused in fp32; the copy keeps the default layout (NNPACK reads NCHW)
         return fuse_convolutions(winograd_convolutions(net), torch.float32)
     if device.type == "cpu":
         # fused first: the copy, not the caller's network, goes channels-last
