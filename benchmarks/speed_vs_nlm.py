@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import skimage.io
 import torch
-from skimage.restoration import denoise_nl_means
 
 from napari_wgan_denoise import denoise
+from napari_wgan_denoise.evaluation.methods import nlm01
 from napari_wgan_denoise.inference.optimise import WINOGRAD_ENV
 from napari_wgan_denoise.models.registry import load_model
 
@@ -48,18 +48,8 @@ def _images(family: str, sigma: float, count: int) -> list[np.ndarray]:
 
 
 def _nlm(image: np.ndarray, sigma: float) -> np.ndarray:
-    """zoo_eval's NLM baseline (evaluation/methods.py) on a 0-255 image."""
-    s = sigma / 255.0
-    rgb = image.ndim == 3
-    return denoise_nl_means(
-        image / 255.0,
-        h=0.8 * s,
-        sigma=s,
-        fast_mode=True,
-        patch_size=5,
-        patch_distance=6,
-        channel_axis=-1 if rgb else None,
-    )
+    """zoo_eval's NLM baseline on a 0-255 image."""
+    return nlm01(image / 255.0, sigma / 255.0, image.ndim == 3)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,6 +84,22 @@ def _sigma01(sample: _Sample, sigma: float | None, method: _Method, z: np.ndarra
     return max(s, 1e-6)
 
 
+def nlm01(z: np.ndarray, s: float, rgb: bool) -> np.ndarray:
+    """The NLM baseline (scikit-image's fast non-local means, h = 0.8 sigma, 5x5 patches, 13x13
+    search) of a [0, 1] image ``z`` whose noise sigma is ``s`` on that scale."""
+    from skimage.restoration import denoise_nl_means
+
+    return denoise_nl_means(
+        z,
+        h=0.8 * s,
+        sigma=s,
+        fast_mode=True,
+        patch_size=5,
+        patch_distance=6,
+        channel_axis=-1 if rgb else None,
+    )
+
+
 def _baseline_method(name: str, sigma: float | None, notify: NoteFn) -> _Method | None:
     if name == "bm3d":
         try:
@@ -104,21 +120,11 @@ def _baseline_method(name: str, sigma: float | None, notify: NoteFn) -> _Method 
 
     elif name == "nlm":
         try:
-            from skimage.restoration import denoise_nl_means
+            import skimage.restoration  # noqa: F401
         except ImportError:  # pragma: no cover - scikit-image is a dependency
             notify("note: baseline 'nlm' skipped: scikit-image is not installed.")
             return None
-
-        def denoise01(z: np.ndarray, s: float, rgb: bool) -> np.ndarray:
-            return denoise_nl_means(
-                z,
-                h=0.8 * s,
-                sigma=s,
-                fast_mode=True,
-                patch_size=5,
-                patch_distance=6,
-                channel_axis=-1 if rgb else None,
-            )
+        denoise01 = nlm01
 
     else:
         raise ValueError(f"Unknown baseline {name!r}; choose from {', '.join(BASELINES)}.")
