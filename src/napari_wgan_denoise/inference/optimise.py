@@ -237,13 +237,11 @@ class WinogradConv(nn.Module):
 
 def _winograd_able(conv: nn.Module) -> bool:
     return (
-        type(conv) is nn.Conv2d
+        _fusable(conv)  # a plain Conv2d with numeric zero padding
         and conv.kernel_size == (3, 3)
         and conv.stride == (1, 1)
         and conv.dilation == (1, 1)
         and conv.groups == 1
-        and conv.padding_mode == "zeros"
-        and not isinstance(conv.padding, str)
         and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_FEATURES
     )
 
